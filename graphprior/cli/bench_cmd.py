@@ -1,0 +1,146 @@
+"""``graphprior bench run|status``, ``graphprior table`` and ``graphprior demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from graphprior.executors import BACKENDS, ExecutionError
+from graphprior.spec import SpecError, SweepSpec, expand, load_preset, load_spec, sample_runs
+from graphprior.store import ResultsStore, StoreError, export_table
+
+_USER_ERRORS = (SpecError, StoreError, ExecutionError, ValueError)
+_STORE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _spec_from(spec_file: Path | None, preset: str | None) -> SweepSpec:
+    """The spec named by exactly one of a TOML file and a preset name."""
+    if (spec_file is None) == (preset is None):
+        raise click.UsageError("give either SPEC_FILE or --preset NAME (exactly one)")
+    try:
+        return load_preset(preset) if preset else load_spec(spec_file)
+    except SpecError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _sweep(spec: SweepSpec, store: Path, **options: object) -> None:
+    from graphprior.sweep import run_sweep  # imports torch only when a sweep runs
+
+    try:
+        summary = run_sweep(spec, store, **options)
+    except _USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"{spec.name}: {summary.done} done, {summary.failed} failed, {summary.skipped} already stored "
+        f"(of {summary.total}) in {summary.seconds:.1f} s -> {store}"
+    )
+
+
+@click.group()
+def bench() -> None:
+    """Train prior-initialized networks on Reber benchmarks, resumably, into a results store."""
+
+
+@bench.command("run")
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", help="A shipped spec instead of SPEC_FILE: quick, paper or prior.")
+@click.option("--store", required=True, type=_STORE, help="SQLite results store (created if missing).")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (local backend) [default: cores].")
+@click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True,
+              help="local: process pool; ray: Ray tasks; serial: in this process.")
+@click.option("--address", help="Ray cluster address (backend ray), e.g. auto or ray://head:10001.")
+@click.option("--limit", type=click.IntRange(min=1), help="Run only a seeded sample of this many runs of the spec.")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs stored as failed.")
+@click.option("--group-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs sent to a worker at once (sharing cell, size, task, training and seed).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(spec_file: Path | None, preset: str | None, store: Path, workers: int | None, backend: str,
+        address: str | None, limit: int | None, retry_failed: bool, group_size: int, quiet: bool) -> None:
+    """Run the sweep of SPEC_FILE (TOML) or --preset into --store, skipping stored runs.
+
+    Killed at any moment, the same command resumes: finished runs are kept once,
+    only runs in flight are lost.
+    """
+    spec = _spec_from(spec_file, preset)
+    _sweep(spec, store, backend=backend, workers=workers, address=address, limit=limit,
+           retry_failed=retry_failed, group_size=group_size, progress=not quiet)
+
+
+@bench.command("status")
+@click.argument("store", type=_STORE)
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also count the runs of this spec still pending.")
+@click.option("--preset", help="Also count the runs of this preset still pending.")
+@click.option("--limit", type=click.IntRange(min=1), help="The --limit the sweep was run with.")
+def status(store: Path, spec_file: Path | None, preset: str | None, limit: int | None) -> None:
+    """Counts of done and failed runs in STORE, mean seconds per model, pending runs of a spec."""
+    try:
+        with ResultsStore(store, create=False) as results:
+            counts, seconds, stored = results.counts(), results.mean_seconds(), results.statuses()
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{store}: {counts['done']} done, {counts['failed']} failed")
+    if seconds is not None:
+        click.echo(f"mean seconds per finished model: {seconds:.2f}")
+    if spec_file or preset:
+        spec = _spec_from(spec_file, preset)
+        runs = sample_runs(expand(spec), limit, seed=spec.seed)
+        pending = sum(run.run_id not in stored for run in runs)
+        click.echo(f"{spec.name}: {pending} of {len(runs)} runs pending")
+
+
+@click.command()
+@click.argument("store", type=_STORE)
+@click.option("-o", "--output", required=True, type=_STORE, help="Output file: .csv, .parquet or .pq.")
+def table(store: Path, output: Path) -> None:
+    """Write the flat results table of STORE (one row per run: config, features, metrics)."""
+    try:
+        frame = export_table(store, output)
+    except _USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {len(frame)} runs x {frame.shape[1]} columns to {output}")
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A pandas frame as a GitHub markdown table (index included)."""
+    frame = frame.reset_index()
+    cells = [[f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def demo_report(frame: pd.DataFrame, spec: SweepSpec) -> str:
+    """A short markdown report of a sweep table: counts, accuracy by cell and generator, timing."""
+    done = frame[frame.status == "done"]
+    lines = [
+        f"# graphprior demo: the `{spec.name}` preset",
+        "",
+        f"{len(frame)} runs: {len(done)} done, {len(frame) - len(done)} failed. "
+        f"Mean seconds per model: {done.seconds.mean():.2f}.",
+        "",
+    ]
+    if not done.empty:
+        accuracy = done.pivot_table(index="cell", columns="generator", values="test_acc", aggfunc="mean")
+        lines += ["## Mean test accuracy by cell and generator", "", markdown_table(accuracy), ""]
+    failed = frame[frame.status == "failed"]
+    if not failed.empty:
+        lines += ["## Failed runs", "", *[f"- `{r.run_id}`: {r.reason}" for r in failed.itertuples()], ""]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--out", "out", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for results.db, table.csv, report.md.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: cores].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def demo(out: Path, workers: int | None, quiet: bool) -> None:
+    """Run the quick preset end to end: store, flat table and a short markdown report under OUT."""
+    spec = load_preset("quick")
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "results.db"
+    _sweep(spec, store, workers=workers, progress=not quiet)
+    frame = export_table(store, out / "table.csv")
+    (out / "report.md").write_text(demo_report(frame, spec), encoding="utf-8")
+    click.echo(f"wrote {out / 'table.csv'} and {out / 'report.md'}")

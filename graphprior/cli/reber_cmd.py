@@ -1,0 +1,111 @@
+"""``graphprior reber``: sample Reber-grammar strings and write task datasets as CSV."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import numpy as np
+
+from reber.grammar import GRAMMARS, get_grammar
+from reber.tasks import classification_strings, next_symbol_data, write_csv
+
+T = TypeVar("T")
+_OPTION_NAMES = {"n": "-n", "min_length": "--min-length", "max_length": "--max-length",
+                 "test_fraction": "--test-fraction", "n_train": "-n", "n_test": "-n / --test-fraction"}
+_DEFAULT_N = {"classify": 25_000, "next_symbol": 512}
+_DEFAULT_GRAMMAR = {"classify": "reber", "next_symbol": "embedded"}
+_DEFAULT_TEST_FRACTION = {"classify": 0.25, "next_symbol": 0.5}
+
+
+def _run_library(call: Callable[[], T]) -> T:
+    """Run ``call``; a library ``ValueError`` (whose message starts with the argument's
+    name) becomes a click error naming the command-line option."""
+    try:
+        return call()
+    except ValueError as error:
+        name = re.match(r"\w+", str(error))
+        hint = name and _OPTION_NAMES.get(name.group())
+        raise click.BadParameter(str(error), param_hint=hint) from error
+
+
+@click.group()
+def reber() -> None:
+    """Reber-grammar strings and datasets (Reber 1967; Hochreiter & Schmidhuber 1997)."""
+
+
+@reber.command()
+@click.option("--grammar", type=click.Choice(sorted(GRAMMARS)), default="reber", show_default=True,
+              help="'reber': the plain grammar (strings B...E); 'embedded': B, T|P, a Reber string, the same T|P, E.")
+@click.option("-n", "n", type=click.IntRange(min=0), default=10, show_default=True, help="Number of strings.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same strings.")
+@click.option("--min-length", type=click.IntRange(min=0), default=None, help="Shortest allowed string length.")
+@click.option("--max-length", type=click.IntRange(min=0), default=None, help="Longest allowed string length.")
+@click.option("--lengths", type=click.Choice(["grammar", "uniform"]), default="grammar", show_default=True,
+              help="'grammar': uniform branching at every state (short strings are common); "
+                   "'uniform': length uniform in the window, then a uniformly chosen string of it (needs --max-length).")
+def sample(grammar: str, n: int, seed: int, min_length: int | None, max_length: int | None, lengths: str) -> None:
+    """Print N strings of a grammar, one per line.
+
+    Example: graphprior reber sample --grammar embedded -n 5 --seed 0
+    """
+    strings = _run_library(lambda: get_grammar(grammar).sample(n, seed, min_length, max_length, lengths))
+    for string in strings:
+        click.echo(string)
+
+
+@reber.command()
+@click.option("--task", type=click.Choice(["classify", "next_symbol"]), default="classify", show_default=True,
+              help="'classify': balanced valid/invalid strings; 'next_symbol': valid strings only "
+                   "(the Hochreiter & Schmidhuber 1997 protocol; every row has valid=1).")
+@click.option("--negatives", type=click.Choice(["paper", "hard"]), default=None,
+              help="classify only. 'paper' (default): like the study's dataset (foreign letters, strings broken "
+                   "early); 'hard': one edit (substitution, insertion, deletion, transposition) of a valid string.")
+@click.option("--grammar", type=click.Choice(sorted(GRAMMARS)), default=None,
+              help="Grammar of the valid strings [default: reber for classify, embedded for next_symbol].")
+@click.option("-n", "n", type=click.IntRange(min=1), default=None,
+              help="Number of strings, train and test together [default: 25000 for classify, 512 for next_symbol].")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Share of the strings in the test split [default: 0.25 for classify, 0.5 for next_symbol].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--min-length", type=click.IntRange(min=0), default=None,
+              help="Shortest valid string [default: 11 for classify, none for next_symbol].")
+@click.option("--max-length", type=click.IntRange(min=0), default=None,
+              help="Longest valid string [default: 35 for classify, none for next_symbol].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file in the study's format (',string,valid'). Without --test-output it holds the "
+                   "training rows followed by the test rows.")
+@click.option("--test-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the test split to this CSV instead, leaving only the training split in --output.")
+def dataset(task: str, negatives: str | None, grammar: str | None, n: int | None, test_fraction: float | None,
+            seed: int, min_length: int | None, max_length: int | None, output: Path,
+            test_output: Path | None) -> None:
+    """Write a task dataset as CSV.
+
+    Example: graphprior reber dataset --task classify --negatives hard -n 25000 --seed 0 -o data.csv
+    """
+    if negatives is not None and task != "classify":
+        raise click.BadOptionUsage("negatives", "--negatives applies only to --task classify")
+    n = _DEFAULT_N[task] if n is None else n
+    grammar = grammar or _DEFAULT_GRAMMAR[task]
+    test_fraction = _DEFAULT_TEST_FRACTION[task] if test_fraction is None else test_fraction
+    window = {name: value for name, value in (("min_length", min_length), ("max_length", max_length))
+              if value is not None}
+    if task == "classify":
+        train, test = _run_library(lambda: classification_strings(
+            n, negatives or "paper", grammar, test_fraction, seed, **window))
+    else:
+        n_test = min(max(round(n * test_fraction), 1), n - 1)
+        train_set, test_set = _run_library(lambda: next_symbol_data(
+            grammar, n - n_test, n_test, seed, **window))
+        train = (train_set.strings, np.ones(len(train_set), int))
+        test = (test_set.strings, np.ones(len(test_set), int))
+    if test_output is None:
+        write_csv(output, train[0] + test[0], np.r_[train[1], test[1]])
+    else:
+        write_csv(output, *train)
+        write_csv(test_output, *test)
+    click.echo(f"wrote {len(train[0])} training and {len(test[0])} test strings", err=True)

@@ -1,0 +1,173 @@
+"""Where groups of runs execute: in the driver, in a local process pool, or on Ray.
+
+The unit of work is a *group*: a list of run configs handed to one ``group_fn`` call
+that returns one record per run. Today ``group_fn`` trains the runs one after another;
+a batched group trainer (several models in one fused call) can replace it without
+touching the executors. Executors only compute: the driver receives the records as
+they finish and is the only process that writes the results store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol
+
+BACKENDS = ("local", "ray", "serial")
+
+Group = Sequence[Any]
+GroupFn = Callable[[Group], list[Any]]
+
+
+class ExecutionError(RuntimeError):
+    """Execution broke down as a whole (a worker died, Ray is missing or unreachable)."""
+
+
+class Executor(Protocol):
+    """Runs ``group_fn`` on every group and yields each group's records as soon as it finishes."""
+
+    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]: ...
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(threads: int) -> None:
+    """Give torch ``threads`` intra-op threads so concurrent workers do not oversubscribe cores."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _run_with_threads(group_fn: GroupFn, threads: int, group: Group) -> list[Any]:
+    set_torch_threads(threads)
+    return group_fn(group)
+
+
+class SerialExecutor:
+    """Runs every group in the calling process (debugging, tests, one-off runs)."""
+
+    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
+        for group in groups:
+            yield group_fn(group)
+
+
+# imported once by the fork server, so forked workers start without re-importing them
+# (torch._dynamo, with sympy, is what torch's optimizers import on their first step: seconds)
+PRELOAD = ("torch", "torch._dynamo", "numpy", "graphprior.sweep", "graphprior.generators", "graphprior.priors",
+           "graphprior.features", "rnn_models.train", "rnn_models.layered", "reber.tasks")
+
+
+def default_start_method() -> str:
+    """``forkserver`` where available (workers fork from a server that imported torch once), else ``spawn``.
+
+    Plain ``fork`` is avoided: forking a process whose torch/OpenMP threads already ran
+    can deadlock.
+    """
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class LocalExecutor:
+    """A process pool of ``workers`` processes, each with cores // workers torch threads."""
+
+    def __init__(self, workers: int | None = None, start_method: str | None = None) -> None:
+        cores = cpu_count()
+        self.workers = cores if workers is None else workers
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start_method must be one of {multiprocessing.get_all_start_methods()}, got {start_method!r}"
+            )
+        self.threads = max(1, cores // self.workers)
+        self.start_method = start_method or default_start_method()
+
+    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
+        if not groups:
+            return
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            context.set_forkserver_preload(list(PRELOAD))
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(groups)),
+            mp_context=context,
+            initializer=set_torch_threads,
+            initargs=(self.threads,),
+        )
+        try:
+            pending = {pool.submit(group_fn, group) for group in groups}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        except BrokenProcessPool as error:
+            raise ExecutionError(
+                f"a worker process died ({error}); finished runs are stored, re-run to resume"
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def import_ray() -> Any:
+    """Import Ray, or explain how to install it (it is an optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutionError(
+            "the ray backend needs Ray: pip install 'graphprior[ray]' (or pip install ray)"
+        ) from None
+    return ray
+
+
+class RayExecutor:
+    """Ray remote tasks, one per group, gathered by the driver with ``ray.wait``.
+
+    Connects to ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``), or starts a local
+    Ray instance when no Ray is running and no address is given; a Ray instance started
+    here is shut down afterwards.
+    """
+
+    def __init__(self, address: str | None = None, cpus_per_task: int = 1) -> None:
+        if cpus_per_task < 1:
+            raise ValueError(f"cpus_per_task must be >= 1, got {cpus_per_task}")
+        self.address = address
+        self.cpus_per_task = cpus_per_task
+
+    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
+        ray = import_ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise ExecutionError(f"cannot connect to Ray at {self.address!r}: {error}") from None
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_task)(_run_with_threads)
+            pending = [task.remote(group_fn, self.cpus_per_task, list(group)) for group in groups]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(ready[0])
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def make_executor(backend: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor for a backend name: ``local`` (process pool), ``ray`` or ``serial`` (in-process)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise ValueError("address is only used with backend 'ray'")
+    if backend == "ray":
+        return RayExecutor(address)
+    if backend == "serial":
+        return SerialExecutor()
+    return LocalExecutor(workers)

@@ -1,0 +1,455 @@
+"""Named, seeded, validated random-graph generators and conversions of user graphs.
+
+Every generator returns an ``igraph.Graph`` with nodes ``0..n-1``, takes ``seed=`` (same
+seed, same graph) and checks its parameters before drawing anything, raising a
+``ValueError`` that names the parameter and the allowed range. igraph builds the models it
+implements as they are defined in the literature (it is several times faster);
+networkx builds the others. ``GENERATORS`` maps a name to its function so sweeps can say
+``generator = "watts_strogatz"``; ``generate(name, seed=..., **params)`` calls one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Union
+
+import igraph
+import networkx as nx
+import numpy as np
+
+GraphLike = Union[igraph.Graph, nx.Graph]
+
+__all__ = [
+    "GENERATORS",
+    "GraphLike",
+    "barabasi_albert",
+    "complete",
+    "connected_watts_strogatz",
+    "directed_scale_free",
+    "erdos_renyi_gnm",
+    "erdos_renyi_gnp",
+    "generate",
+    "load_graph",
+    "newman_watts_strogatz",
+    "planted_partition",
+    "powerlaw_cluster",
+    "random_geometric",
+    "random_regular",
+    "ring_lattice",
+    "save_graph",
+    "stochastic_block",
+    "to_igraph",
+    "to_networkx",
+    "watts_strogatz",
+    "ws_flex",
+]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_int(name: str, value: object, low: int, high: float = float("inf")) -> int:
+    """Return ``value`` as int if it is an integer in [low, high], else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        allowed = f">= {low}" if high == float("inf") else f"in [{low}, {int(high)}]"
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+    return int(value)
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> float:
+    """Return ``value`` as float if it is a real number in [low, high], else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _check_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    return _check_int("seed", seed, 0)
+
+
+@contextlib.contextmanager
+def _igraph_seed(seed: int | None) -> Iterator[None]:
+    """Run igraph's generators on a ``random.Random(seed)`` and restore its default after."""
+    if seed is None:
+        yield
+        return
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        yield
+    finally:
+        igraph.set_random_number_generator(random)
+
+
+def _from_edges(n: int, edges: object, directed: bool = False) -> igraph.Graph:
+    return igraph.Graph(n=n, edges=[tuple(map(int, e)) for e in edges], directed=directed)
+
+
+# ----------------------------------------------------------------------------- small worlds
+
+
+def watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.Graph:
+    """Watts–Strogatz small world: a ring of ``n`` nodes each joined to its ``k`` nearest
+    neighbours, each edge's far end rewired with probability ``p``.
+
+    The original single-endpoint rewiring (networkx); igraph's variant rewires both ends
+    and so tends to G(n, m) at p = 1, a different model.
+    Watts & Strogatz (1998), "Collective dynamics of 'small-world' networks", Nature 393.
+    """
+    n = _check_int("n", n, 3)
+    k = _check_even_k(k, n)
+    p = _check_float("p", p, 0.0, 1.0)
+    return to_igraph(nx.watts_strogatz_graph(n, k, p, seed=_check_seed(seed)))
+
+
+def connected_watts_strogatz(
+    n: int, k: int, p: float, tries: int = 100, seed: int | None = None
+) -> igraph.Graph:
+    """Watts–Strogatz graph redrawn until connected, up to ``tries`` times (the study's generator).
+
+    As networkx's ``connected_watts_strogatz_graph``, which Stier et al. (2021) used with
+    ``k = n // 5``: an odd ``k`` is rounded down to ``k - 1`` neighbours (``k // 2`` per
+    side). Raises RuntimeError when no draw is connected.
+    Watts & Strogatz (1998), Nature 393; Stier, Darji & Granitzer (2021), LOD.
+    """
+    n = _check_int("n", n, 3)
+    k = _check_int("k", k, 2, n - 1)
+    p = _check_float("p", p, 0.0, 1.0)
+    tries = _check_int("tries", tries, 1)
+    try:
+        graph = nx.connected_watts_strogatz_graph(n, k, p, tries=tries, seed=_check_seed(seed))
+    except nx.NetworkXError as error:
+        raise RuntimeError(f"no connected Watts–Strogatz graph in {tries} tries (n={n}, k={k}, p={p})") from error
+    return to_igraph(graph)
+
+
+def newman_watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.Graph:
+    """Newman–Watts small world: the ring lattice plus, per lattice edge, a shortcut with
+    probability ``p`` (no edge is removed, so the graph stays connected).
+
+    Newman & Watts (1999), "Renormalization group analysis of the small-world network
+    model", Physics Letters A 263.
+    """
+    n = _check_int("n", n, 3)
+    k = _check_even_k(k, n)
+    p = _check_float("p", p, 0.0, 1.0)
+    return to_igraph(nx.newman_watts_strogatz_graph(n, k, p, seed=_check_seed(seed)))
+
+
+def ws_flex(n: int, k: float, p: float, seed: int | None = None) -> igraph.Graph:
+    """WS-flex: a Watts–Strogatz graph with a non-integer mean degree ``k``.
+
+    A ring where each node has ``floor(k / 2)`` neighbours per side, plus
+    ``round(n * k / 2) - n * floor(k / 2)`` edges from randomly chosen distinct nodes to
+    their next-farther ring neighbour, then each edge's far end rewired with probability
+    ``p`` as in Watts–Strogatz. Mean degree ``2 * round(n * k / 2) / n``.
+    You, Leskovec, He & Xie (2020), "Graph Structure of Neural Networks", ICML.
+    """
+    n = _check_int("n", n, 5)
+    k = _check_float("k", k, 2.0, n - 3)
+    p = _check_float("p", p, 0.0, 1.0)
+    rng = np.random.default_rng(_check_seed(seed))
+    half = int(k // 2)
+    nodes = np.arange(n)
+    edges = [(u, (u + d) % n) for d in range(1, half + 1) for u in nodes]
+    extra = int(round(n * k / 2)) - n * half
+    edges += [(u, (u + half + 1) % n) for u in rng.choice(n, size=extra, replace=False)]
+    return _from_edges(n, _rewire_far_ends(n, edges, p, rng))
+
+
+def _rewire_far_ends(n: int, edges: list[tuple[int, int]], p: float, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Watts–Strogatz rewiring: with probability ``p`` move an edge's far end to a node
+    that is neither its near end nor already its neighbour (skipped when none is left)."""
+    neighbours = [set() for _ in range(n)]
+    for u, v in edges:
+        neighbours[u].add(v)
+        neighbours[v].add(u)
+    rewired = []
+    for u, v in edges:
+        if rng.random() < p and len(neighbours[u]) < n - 1:
+            w = int(rng.integers(n))
+            while w == u or w in neighbours[u]:
+                w = int(rng.integers(n))
+            neighbours[u].discard(v)
+            neighbours[v].discard(u)
+            neighbours[u].add(w)
+            neighbours[w].add(u)
+            v = w
+        rewired.append((u, v))
+    return rewired
+
+
+def ring_lattice(n: int, k: int, seed: int | None = None) -> igraph.Graph:
+    """Ring lattice: ``n`` nodes on a ring, each joined to its ``k`` nearest neighbours
+    (the Watts–Strogatz graph at p = 0; deterministic, ``seed`` is accepted and unused)."""
+    n = _check_int("n", n, 3)
+    k = _check_even_k(k, n)
+    _check_seed(seed)
+    return igraph.Graph.Watts_Strogatz(1, n, k // 2, 0.0)
+
+
+def _check_even_k(k: object, n: int) -> int:
+    k = _check_int("k", k, 2, n - 1)
+    if k % 2:
+        raise ValueError(f"k must be even and in [2, n) (here n = {n}), got {k}")
+    return k
+
+
+# ----------------------------------------------------------------------------- scale free
+
+
+def barabasi_albert(n: int, m: int, seed: int | None = None, initial: str = "empty") -> igraph.Graph:
+    """Barabási–Albert preferential attachment: each new node links to ``m`` distinct
+    existing nodes chosen with probability proportional to their degree.
+
+    ``initial="empty"`` starts from ``m`` unconnected nodes that the first new node joins
+    (networkx < 2.6, as in the study: its DAG by node order has exactly ``m`` sources);
+    ``"star"`` starts from a star of ``m + 1`` nodes (networkx >= 2.6). Both give
+    ``m * (n - m)`` edges. networkx builds it: igraph's model adds a zero-degree appeal.
+    Barabási & Albert (1999), "Emergence of scaling in random networks", Science 286.
+    """
+    n = _check_int("n", n, 2)
+    m = _check_int("m", m, 1, n - 1)
+    if initial not in ("empty", "star"):
+        raise ValueError(f"initial must be 'empty' or 'star', got {initial!r}")
+    centre = m if initial == "empty" else 0  # empty: the state after node m joined nodes 0..m-1
+    start = nx.empty_graph(m + 1)
+    start.add_edges_from((centre, v) for v in range(m + 1) if v != centre)
+    return to_igraph(nx.barabasi_albert_graph(n, m, seed=_check_seed(seed), initial_graph=start))
+
+
+def powerlaw_cluster(n: int, m: int, p: float, seed: int | None = None) -> igraph.Graph:
+    """Holme–Kim power-law graph with tunable clustering: Barabási–Albert attachment where,
+    with probability ``p``, each further link closes a triangle.
+
+    Holme & Kim (2002), "Growing scale-free networks with tunable clustering", Phys. Rev. E 65.
+    """
+    n = _check_int("n", n, 2)
+    m = _check_int("m", m, 1, n - 1)
+    p = _check_float("p", p, 0.0, 1.0)
+    return to_igraph(nx.powerlaw_cluster_graph(n, m, p, seed=_check_seed(seed)))
+
+
+def directed_scale_free(
+    n: int,
+    alpha: float = 0.41,
+    beta: float = 0.54,
+    gamma: float = 0.05,
+    delta_in: float = 0.2,
+    delta_out: float = 0.0,
+    seed: int | None = None,
+) -> igraph.Graph:
+    """Directed scale-free graph (Bollobás et al.): new node -> existing (``alpha``), edge
+    between existing nodes (``beta``), existing -> new node (``gamma``); ``delta_in``,
+    ``delta_out`` bias towards low-degree nodes. Multi-edges and self-loops of the
+    networkx multigraph are collapsed, so the result is a simple directed graph.
+
+    Bollobás, Borgs, Chayes & Riordan (2003), "Directed scale-free graphs", SODA.
+    """
+    n = _check_int("n", n, 1)
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        _check_float(name, value, 0.0, 1.0)
+    if not np.isclose(alpha + beta + gamma, 1.0):
+        raise ValueError(f"alpha + beta + gamma must equal 1, got {alpha + beta + gamma}")
+    _check_float("delta_in", delta_in, 0.0, float("inf"))
+    _check_float("delta_out", delta_out, 0.0, float("inf"))
+    multi = nx.scale_free_graph(
+        n, alpha=alpha, beta=beta, gamma=gamma, delta_in=delta_in, delta_out=delta_out, seed=_check_seed(seed)
+    )
+    simple = nx.DiGraph(multi)
+    simple.remove_edges_from(nx.selfloop_edges(simple))
+    return to_igraph(simple)
+
+
+# ----------------------------------------------------------------------------- classic random graphs
+
+
+def erdos_renyi_gnp(n: int, p: float, seed: int | None = None) -> igraph.Graph:
+    """Erdős–Rényi G(n, p): each of the n(n-1)/2 node pairs is an edge with probability ``p``.
+
+    Gilbert (1959), "Random graphs", Ann. Math. Statist. 30; Erdős & Rényi (1959).
+    """
+    n = _check_int("n", n, 1)
+    p = _check_float("p", p, 0.0, 1.0)
+    with _igraph_seed(_check_seed(seed)):
+        return igraph.Graph.Erdos_Renyi(n=n, p=p)
+
+
+def erdos_renyi_gnm(n: int, m: int, seed: int | None = None) -> igraph.Graph:
+    """Erdős–Rényi G(n, m): ``m`` edges drawn uniformly among all node pairs.
+
+    Erdős & Rényi (1959), "On random graphs I", Publ. Math. Debrecen 6.
+    """
+    n = _check_int("n", n, 1)
+    m = _check_int("m", m, 0, n * (n - 1) // 2)
+    with _igraph_seed(_check_seed(seed)):
+        return igraph.Graph.Erdos_Renyi(n=n, m=m)
+
+
+def random_regular(n: int, d: int, seed: int | None = None) -> igraph.Graph:
+    """Uniform-like random ``d``-regular graph: every node has degree exactly ``d``.
+
+    Steger & Wormald (1999), "Generating random regular graphs quickly", CPC 8.
+    """
+    n = _check_int("n", n, 1)
+    d = _check_int("d", d, 0, n - 1)
+    if n * d % 2:
+        raise ValueError(f"n * d must be even for a d-regular graph, got n={n}, d={d}")
+    with _igraph_seed(_check_seed(seed)):
+        return igraph.Graph.K_Regular(n, d)
+
+
+def complete(n: int, seed: int | None = None) -> igraph.Graph:
+    """Complete graph K_n (deterministic; ``seed`` is accepted and unused): the dense baseline."""
+    n = _check_int("n", n, 1)
+    _check_seed(seed)
+    return igraph.Graph.Full(n)
+
+
+def stochastic_block(sizes: Sequence[int], p: Sequence[Sequence[float]], seed: int | None = None) -> igraph.Graph:
+    """Stochastic block model: blocks of the given ``sizes`` (consecutive node ids), nodes of
+    blocks r and s joined with probability ``p[r][s]`` (``p`` symmetric).
+
+    Holland, Laskey & Leinhardt (1983), "Stochastic blockmodels: first steps", Social Networks 5.
+    """
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+        raise ValueError(f"sizes must be a non-empty list of block sizes, got {sizes!r}")
+    sizes = [_check_int("sizes[i]", s, 1) for s in sizes]
+    matrix = np.asarray(p, dtype=float)
+    if matrix.shape != (len(sizes), len(sizes)):
+        raise ValueError(f"p must be a {len(sizes)} x {len(sizes)} matrix (one row per block), got shape {matrix.shape}")
+    if not np.all((matrix >= 0) & (matrix <= 1)) or not np.allclose(matrix, matrix.T):
+        raise ValueError("p must be symmetric with entries in [0, 1]")
+    with _igraph_seed(_check_seed(seed)):
+        return igraph.Graph.SBM(matrix.tolist(), sizes)
+
+
+def planted_partition(groups: int, size: int, p_in: float, p_out: float, seed: int | None = None) -> igraph.Graph:
+    """Planted partition: ``groups`` blocks of ``size`` nodes, joined with probability
+    ``p_in`` inside a block and ``p_out`` between blocks (a stochastic block model).
+
+    Condon & Karp (2001), "Algorithms for graph partitioning on the planted partition model",
+    Random Structures & Algorithms 18.
+    """
+    groups = _check_int("groups", groups, 1)
+    size = _check_int("size", size, 1)
+    p_in = _check_float("p_in", p_in, 0.0, 1.0)
+    p_out = _check_float("p_out", p_out, 0.0, 1.0)
+    matrix = np.full((groups, groups), p_out)
+    np.fill_diagonal(matrix, p_in)
+    return stochastic_block([size] * groups, matrix, seed=seed)
+
+
+def random_geometric(n: int, radius: float, torus: bool = False, seed: int | None = None) -> igraph.Graph:
+    """Random geometric graph: ``n`` points uniform in the unit square (or torus), joined
+    when closer than ``radius``. Coordinates are kept as vertex attributes ``x``, ``y``.
+
+    Penrose (2003), "Random Geometric Graphs", Oxford University Press.
+    """
+    n = _check_int("n", n, 1)
+    radius = _check_float("radius", radius, 0.0, float(np.sqrt(2)))
+    with _igraph_seed(_check_seed(seed)):
+        return igraph.Graph.GRG(n, radius, torus=bool(torus))
+
+
+# ----------------------------------------------------------------------------- registry
+
+GENERATORS: dict[str, Callable[..., igraph.Graph]] = {
+    "watts_strogatz": watts_strogatz,
+    "connected_watts_strogatz": connected_watts_strogatz,
+    "newman_watts_strogatz": newman_watts_strogatz,
+    "ws_flex": ws_flex,
+    "ring_lattice": ring_lattice,
+    "barabasi_albert": barabasi_albert,
+    "powerlaw_cluster": powerlaw_cluster,
+    "directed_scale_free": directed_scale_free,
+    "erdos_renyi_gnp": erdos_renyi_gnp,
+    "erdos_renyi_gnm": erdos_renyi_gnm,
+    "random_regular": random_regular,
+    "complete": complete,
+    "stochastic_block": stochastic_block,
+    "planted_partition": planted_partition,
+    "random_geometric": random_geometric,
+}
+
+
+def generate(name: str, seed: int | None = None, **params: object) -> igraph.Graph:
+    """Draw one graph from the generator registered as ``name`` (see ``GENERATORS``)."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; choose one of: {', '.join(sorted(GENERATORS))}")
+    function = GENERATORS[name]
+    signature = inspect.signature(function)
+    accepted = ", ".join(p for p in signature.parameters if p != "seed")
+    try:
+        signature.bind(seed=seed, **params)
+    except TypeError as error:  # unknown or missing parameter
+        raise ValueError(f"{name}: {error}; it takes: {accepted}") from error
+    return function(seed=seed, **params)
+
+
+# ----------------------------------------------------------------------------- user graphs
+
+
+def to_igraph(graph: GraphLike) -> igraph.Graph:
+    """An ``igraph.Graph`` with nodes ``0..n-1`` (igraph input is returned unchanged).
+
+    networkx nodes with integer labels are taken in increasing label order, other labels
+    in the graph's node order, so node order (which the ``dag`` orientation uses) does not
+    depend on the order edges were added. Labels and attributes are dropped."""
+    if isinstance(graph, igraph.Graph):
+        return graph
+    if isinstance(graph, (nx.MultiGraph, nx.MultiDiGraph)):
+        raise ValueError("graph must be a simple networkx Graph or DiGraph, got a multigraph")
+    if not isinstance(graph, nx.Graph):
+        raise ValueError(f"graph must be an igraph.Graph, networkx.Graph or networkx.DiGraph, got {type(graph).__name__}")
+    nodes = list(graph)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nodes):
+        nodes.sort()
+    index = {node: i for i, node in enumerate(nodes)}
+    edges = [(index[u], index[v]) for u, v in graph.edges()]
+    return igraph.Graph(n=len(index), edges=edges, directed=graph.is_directed())
+
+
+def to_networkx(graph: GraphLike) -> nx.Graph:
+    """A ``networkx.Graph`` (or ``DiGraph`` when directed) with nodes ``0..n-1`` (networkx
+    input is returned unchanged)."""
+    if isinstance(graph, nx.Graph):
+        return graph
+    g = to_igraph(graph)
+    out = nx.DiGraph() if g.is_directed() else nx.Graph()
+    out.add_nodes_from(range(g.vcount()))
+    out.add_edges_from(g.get_edgelist())
+    return out
+
+
+def load_graph(path: str | Path, directed: bool = False) -> igraph.Graph:
+    """Read a graph from GraphML (``.graphml``) or a whitespace-separated edge list (any
+    other suffix; ``directed`` applies to edge lists only). Node order as ``to_igraph``:
+    integer labels sorted, other labels in order of appearance."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no graph file at {path}")
+    if path.suffix.lower() == ".graphml":
+        return igraph.Graph.Read_GraphML(str(path))
+    kind = nx.DiGraph if directed else nx.Graph
+    try:
+        read = nx.read_edgelist(path, nodetype=int, data=False, create_using=kind)
+    except TypeError:  # labels that are not integers
+        read = nx.read_edgelist(path, nodetype=str, data=False, create_using=kind)
+    return to_igraph(read)
+
+
+def save_graph(graph: GraphLike, path: str | Path) -> Path:
+    """Write a graph as GraphML (``.graphml``) or as an edge list (any other suffix)."""
+    path = Path(path)
+    g = to_igraph(graph)
+    if path.suffix.lower() == ".graphml":
+        g.write_graphml(str(path))
+    else:
+        g.write_edgelist(str(path))
+    return path

@@ -1,0 +1,305 @@
+"""Prediction reports: every figure of :mod:`graphprior.predict` as markdown, JSON and PNG plots.
+
+:func:`build_report` runs the whole analysis (model comparison per cell type and pooled,
+permutation importances and feature ablations for each scope's best model, optionally the
+study's single-split protocol and a separate "learns at all" analysis); :func:`write_report`
+writes ``report.md``, ``report.json`` and the plots into a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from graphprior.predict import (
+    CLASSIFIER_METRICS,
+    METRICS,
+    REGRESSORS,
+    CVResult,
+    LearnabilityResult,
+    PredictionTable,
+    ablations,
+    best_model,
+    compare_models,
+    importances,
+    learnability,
+    scopes,
+    summarise,
+)
+
+PLOTS = ("predicted_vs_actual.png", "importances.png", "ablations.png")
+
+
+@dataclass
+class Report:
+    """All results of one analysis, keyed by scope (a cell type or ``pooled``)."""
+
+    target: str
+    features: tuple[str, ...]
+    sizes: dict[str, dict[str, int]]
+    comparison: list[CVResult]
+    best: dict[str, str]
+    importances: dict[str, pd.DataFrame] = field(default_factory=dict)
+    ablations: dict[str, dict[str, CVResult]] = field(default_factory=dict)
+    study_protocol: list[CVResult] = field(default_factory=list)
+    learnability: dict[str, LearnabilityResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Every figure, JSON-ready (NaN becomes ``null``)."""
+        return _finite({
+            "target": self.target,
+            "features": list(self.features),
+            "sizes": self.sizes,
+            "comparison": [r.to_dict() for r in self.comparison],
+            "best_model": self.best,
+            "importances": {s: df.to_dict(orient="records") for s, df in self.importances.items()},
+            "ablations": {s: {name: r.to_dict() for name, r in sets.items()}
+                          for s, sets in self.ablations.items()},
+            "study_protocol": [r.to_dict() for r in self.study_protocol],
+            "learnability": {s: r.to_dict() for s, r in self.learnability.items()},
+        })
+
+
+def _finite(value):
+    """Replace NaN/inf floats by ``None`` recursively, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def build_report(
+    table: PredictionTable,
+    *,
+    models: Sequence[str] = tuple(REGRESSORS),
+    by_cell: bool = True,
+    n_splits: int = 5,
+    n_repeats: int = 5,
+    seed: int = 0,
+    study_protocol: bool = False,
+    learned_threshold: float | None = None,
+    n_permutations: int = 5,
+    n_jobs: int | None = None,
+    progress: bool = False,
+) -> Report:
+    """Run the full analysis on ``table`` (see the module docstring)."""
+    parts = scopes(table, by_cell)
+    report = Report(table.target, table.features, {}, [], {})
+    cv = dict(n_splits=n_splits, seed=seed, n_jobs=n_jobs)
+    for scope, part in tqdm(parts.items(), desc="predict", unit="scope", disable=not progress):
+        report.sizes[scope] = {"rows": len(part.frame), "groups": int(part.frame["group"].nunique())}
+        report.comparison += compare_models(part, models, scope=scope, n_repeats=n_repeats, **cv)
+        best = report.best[scope] = best_model(report.comparison, scope)
+        report.importances[scope] = importances(part, best, n_permutations=n_permutations, **cv)
+        report.ablations[scope] = ablations(part, best, n_repeats=n_repeats, **cv)
+        if study_protocol:
+            report.study_protocol += compare_models(part, models, scope=scope, protocol="study",
+                                                    seed=seed, n_jobs=n_jobs)
+        if learned_threshold is not None:
+            report.learnability[scope] = learnability(part, learned_threshold, best,
+                                                      n_repeats=n_repeats, **cv)
+    return report
+
+
+# --------------------------------------------------------------------------- markdown
+
+def _cell(summary: dict[str, dict[str, float]], metric: str) -> str:
+    mean, std = summary[metric]["mean"], summary[metric]["std"]
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def _comparison_section(report: Report) -> list[str]:
+    scope_names = list(report.sizes)
+    models = list(dict.fromkeys(r.model for r in report.comparison))
+    by_key = {(r.scope, r.model): r.summary() for r in report.comparison}
+    lines = ["## R² by model (repeated grouped CV, mean ± std over folds)", ""]
+    lines += _markdown_table(
+        ["model", *scope_names],
+        [[m, *(_cell(by_key[s, m], "r2") for s in scope_names)] for m in models],
+    )
+    for scope in scope_names:
+        size = report.sizes[scope]
+        lines += [f"### {scope}: {size['rows']} runs, {size['groups']} graphs; "
+                  f"best model `{report.best[scope]}`", ""]
+        lines += _markdown_table(
+            ["model", *METRICS],
+            [[m, *(_cell(by_key[scope, m], k) for k in METRICS)] for m in models],
+        )
+    return lines
+
+
+def _study_section(report: Report) -> list[str]:
+    if not report.study_protocol:
+        return []
+    cv = {(r.scope, r.model): r.summary()["r2"]["mean"] for r in report.comparison}
+    rows = [[r.scope, r.model, f"{r.summary()['r2']['mean']:.3f}", f"{cv[r.scope, r.model]:.3f}"]
+            for r in report.study_protocol]
+    return [
+        "## The study's protocol: one random 90/10 row split (random_state 7)", "",
+        "One split scores a single small test set; compare with the repeated grouped CV mean.", "",
+        *_markdown_table(["scope", "model", "R² single split", "R² repeated grouped CV"], rows),
+    ]
+
+
+def _importance_section(report: Report, top: int = 10) -> list[str]:
+    lines = ["## Permutation importances (drop in held-out R², best model per scope)", ""]
+    for scope, frame in report.importances.items():
+        lines += [f"### {scope} (`{report.best[scope]}`)", ""]
+        lines += _markdown_table(
+            ["feature", "importance"],
+            [[row.feature, f"{row.mean:.3f} ± {row.std:.3f}"] for row in frame.head(top).itertuples()],
+        )
+    return lines
+
+
+def _ablation_section(report: Report) -> list[str]:
+    names = list(dict.fromkeys(n for sets in report.ablations.values() for n in sets))
+    rows = [
+        [scope, *(_cell(sets[n].summary(), "r2") if n in sets else "" for n in names)]
+        for scope, sets in report.ablations.items()
+    ]
+    return [
+        "## Feature ablations (R², best model per scope)", "",
+        "size: nodes, edges, layers, source/sink widths; study: the study's 23 features; "
+        "full: all features; structure: full minus size.", "",
+        *_markdown_table(["scope", *names], rows),
+    ]
+
+
+def _learnability_section(report: Report) -> list[str]:
+    if not report.learnability:
+        return []
+    rows = []
+    for scope, result in report.learnability.items():
+        clf = (summarise(result.classifier_folds, CLASSIFIER_METRICS)
+               if result.classifier_folds is not None else None)
+        reg = result.regression.summary() if result.regression is not None else None
+        rows.append([
+            scope, str(result.n_learned), str(result.n_failed),
+            _cell(clf, "balanced_accuracy") if clf else "n/a",
+            _cell(clf, "roc_auc") if clf else "n/a",
+            _cell(reg, "r2") if reg else "n/a",
+        ])
+    threshold = next(iter(report.learnability.values())).threshold
+    return [
+        f"## Learns at all? (learned: {report.target} > {threshold})", "",
+        *_markdown_table(["scope", "learned", "failed", "balanced accuracy", "ROC AUC",
+                          "R² among learned"], rows),
+    ]
+
+
+def to_markdown(report: Report) -> str:
+    """The report as a short markdown document."""
+    lines = [
+        f"# Predicting `{report.target}` from structure", "",
+        f"{len(report.features)} features: {', '.join(report.features)}.", "",
+        "Cross-validation is grouped by graph: runs of one graph never sit in both the "
+        "training and the test folds.", "",
+        *_comparison_section(report),
+        *_study_section(report),
+        *_importance_section(report),
+        *_ablation_section(report),
+        *_learnability_section(report),
+        "## Plots", "",
+        *(f"![{name[:-4]}]({name})" for name in PLOTS), "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+def _grid(n: int, width: float = 3.6) -> tuple[Figure, np.ndarray]:
+    columns = min(n, 3)
+    rows = math.ceil(n / columns)
+    figure = Figure(figsize=(width * columns, width * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return figure, axes
+
+
+def plot_predicted_vs_actual(report: Report) -> Figure:
+    """Out-of-fold predictions (first repeat) of each scope's best model against the truth."""
+    results = {(r.scope, r.model): r for r in report.comparison}
+    figure, axes = _grid(len(report.best))
+    for ax, (scope, model) in zip(axes, report.best.items()):
+        points = results[scope, model].predictions
+        points = points[points["repeat"] == 0]
+        ax.scatter(points["actual"], points["predicted"], s=10, alpha=0.7)
+        low = min(points["actual"].min(), points["predicted"].min())
+        high = max(points["actual"].max(), points["predicted"].max())
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+        r2 = results[scope, model].summary()["r2"]["mean"]
+        ax.set_title(f"{scope}: {model} (R² {r2:.2f})", fontsize=9)
+        ax.set(xlabel=f"actual {report.target}", ylabel="predicted")
+    return figure
+
+
+def plot_importances(report: Report, top: int = 10) -> Figure:
+    """The top permutation importances per scope, with their standard deviation."""
+    figure, axes = _grid(len(report.importances), width=4.2)
+    for ax, (scope, frame) in zip(axes, report.importances.items()):
+        shown = frame.head(top).iloc[::-1]
+        ax.barh(shown["feature"], shown["mean"], xerr=shown["std"])
+        ax.set_title(f"{scope} ({report.best[scope]})", fontsize=9)
+        ax.set_xlabel("drop in R²")
+    return figure
+
+
+def plot_ablations(report: Report) -> Figure:
+    """R² (mean ± std over folds) of each feature set, grouped by scope."""
+    figure = Figure(figsize=(max(5.0, 1.6 * len(report.ablations)), 3.8), layout="constrained")
+    ax = figure.subplots()
+    names = list(dict.fromkeys(n for sets in report.ablations.values() for n in sets))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        heights, errors = [], []
+        for sets in report.ablations.values():
+            r2 = sets[name].summary()["r2"] if name in sets else {"mean": np.nan, "std": np.nan}
+            heights.append(r2["mean"])
+            errors.append(r2["std"])
+        positions = np.arange(len(report.ablations)) + i * width
+        ax.bar(positions, heights, width, yerr=errors, label=name)
+    ax.set_xticks(np.arange(len(report.ablations)) + 0.4 - width / 2, list(report.ablations))
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], -1.0))  # a hopeless set would squash the rest
+    ax.set(ylabel="R² (clipped at -1)", title="feature ablations")
+    ax.legend()
+    return figure
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write ``report.md``, ``report.json`` and the PNG plots into ``out_dir``; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.md", out / "report.json"]
+    written[0].write_text(to_markdown(report))
+    written[1].write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    for name, plot in zip(PLOTS, (plot_predicted_vs_actual, plot_importances, plot_ablations)):
+        plot(report).savefig(out / name, dpi=110)
+        written.append(out / name)
+    return written

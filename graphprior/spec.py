@@ -1,0 +1,626 @@
+"""Sweep specifications: what to train, validated before anything runs, expanded into runs.
+
+A sweep spec is a TOML file (or the same structure built in Python) naming graph
+generators with parameter grids or seeded distributions, how a graph becomes a
+recurrent network (``model``), the Reber tasks, the training settings and the seeds.
+:func:`expand` turns it into a list of frozen :class:`RunConfig` objects, each with a
+stable ``run_id`` (hash of its canonical JSON, as OpenLTH keys runs by the hash of their
+hyperparameters) and a ``graph_id`` shared by all runs built from the same graph.
+
+Parameter values of a generator may be
+
+* a scalar (``p = 0.1``) or a list (``n = [16, 32]``): a grid axis, or a uniform choice
+  when ``sampling = "random"``;
+* a seeded distribution (random sampling only): ``{uniform = [0.0, 1.0]}`` or
+  ``{uniform_int = [10, 50]}`` (both ends inclusive);
+* a derived value computed from other parameters without ``eval``:
+  ``{div = ["n", 10]}`` is ``n // 10``; the operators are ``add``, ``sub``, ``mul``,
+  ``div`` (floor division), ``min`` and ``max``, each taking two operands that are a
+  number, a parameter name or another operator table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import inspect
+import itertools
+import json
+import math
+import operator
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+Scalar = Union[bool, int, float, str]
+
+
+class SpecError(ValueError):
+    """A sweep spec is invalid; the message is one line naming the key path and what is allowed."""
+
+
+class _PathError(ValueError):
+    """A validation error located below the object whose validator raised it."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# ---------------------------------------------------------------------------------------
+# parameter values: fixed choices, distributions, derived expressions
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A fixed value or a list of values (a grid axis, or a uniform choice when sampling)."""
+
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A seeded uniform draw from ``[low, high]``; integer draws include both ends."""
+
+    low: float
+    high: float
+    integer: bool
+
+
+@dataclass(frozen=True)
+class Derived:
+    """``op(left, right)`` where operands are numbers, parameter names or nested expressions."""
+
+    op: str
+    left: "Operand"
+    right: "Operand"
+
+    def names(self) -> set[str]:
+        """Parameter names this expression reads."""
+        return {name for side in (self.left, self.right) for name in _operand_names(side)}
+
+    def evaluate(self, values: dict[str, Any]) -> int | float:
+        """Compute the value from already resolved parameters."""
+        left, right = (_evaluate_operand(side, values) for side in (self.left, self.right))
+        if self.op == "div" and right == 0:
+            raise SpecError(f"derived value divides by zero ({_describe(self)} with {values})")
+        return _OPERATORS[self.op](left, right)
+
+
+Operand = Union[int, float, str, Derived]
+ParamValue = Union[Choice, Uniform, Derived]
+
+_OPERATORS = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.floordiv,
+    "min": min,
+    "max": max,
+}
+_DISTRIBUTIONS = ("uniform", "uniform_int")
+
+
+def _operand_names(operand: Operand) -> set[str]:
+    if isinstance(operand, str):
+        return {operand}
+    if isinstance(operand, Derived):
+        return operand.names()
+    return set()
+
+
+def _evaluate_operand(operand: Operand, values: dict[str, Any]) -> int | float:
+    if isinstance(operand, Derived):
+        return operand.evaluate(values)
+    if isinstance(operand, str):
+        value = values[operand]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"derived value reads parameter {operand!r}, which is not a number: {value!r}")
+        return value
+    return operand
+
+
+def _describe(expression: Derived) -> str:
+    return f"{{{expression.op} = [{expression.left!r}, {expression.right!r}]}}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    """A bool, int, finite float or string (NaN/inf cannot be hashed into a run id)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (bool, int, str))
+
+
+def _parse_operand(raw: Any) -> Operand:
+    if isinstance(raw, dict):
+        return _parse_table(raw)
+    if _is_number(raw) or isinstance(raw, str):
+        return raw
+    raise ValueError(f"an operand must be a number, a parameter name or an operator table, got {raw!r}")
+
+
+def _parse_table(raw: dict) -> Uniform | Derived:
+    allowed = _DISTRIBUTIONS + tuple(_OPERATORS)
+    if len(raw) != 1 or next(iter(raw)) not in allowed:
+        raise ValueError(f"a table must have exactly one key out of {', '.join(allowed)}, got {sorted(raw)}")
+    (kind, args), = raw.items()
+    if not isinstance(args, (list, tuple)) or len(args) != 2:
+        raise ValueError(f"{kind} takes a list of two values, got {args!r}")
+    if kind in _DISTRIBUTIONS:
+        return _parse_distribution(kind, args)
+    left, right = (_parse_operand(a) for a in args)
+    if kind == "div" and _is_number(right) and right == 0:
+        raise ValueError("div by zero")
+    return Derived(kind, left, right)
+
+
+def _parse_distribution(kind: str, args: list | tuple) -> Uniform:
+    integer = kind == "uniform_int"
+    low, high = args
+    numbers_ok = all(isinstance(v, int) if integer else _is_number(v) for v in (low, high))
+    if not numbers_ok or isinstance(low, bool) or isinstance(high, bool):
+        wanted = "integers" if integer else "finite numbers"
+        raise ValueError(f"{kind} takes [low, high] as {wanted}, got {list(args)!r}")
+    if low > high:
+        raise ValueError(f"{kind} needs low <= high, got {list(args)!r}")
+    return Uniform(low, high, integer)
+
+
+def parse_param(raw: Any) -> ParamValue:
+    """Parse one generator parameter value from its TOML/Python form (see the module docstring)."""
+    if isinstance(raw, (Choice, Uniform, Derived)):
+        return raw
+    if isinstance(raw, dict):
+        return _parse_table(raw)
+    if isinstance(raw, (list, tuple)):
+        if not raw or not all(_is_scalar(v) for v in raw):
+            raise ValueError(f"a list of values must be non-empty and hold finite numbers, strings or booleans, got {raw!r}")
+        return Choice(tuple(raw))
+    if _is_scalar(raw):
+        return Choice((raw,))
+    raise ValueError(
+        f"expected a finite number, string, boolean, list, {{uniform = [lo, hi]}}, {{uniform_int = [lo, hi]}} "
+        f"or an operator table, got {raw!r}"
+    )
+
+
+def _param_to_json(value: ParamValue) -> Any:
+    if isinstance(value, Choice):
+        return value.values[0] if len(value.values) == 1 else list(value.values)
+    if isinstance(value, Uniform):
+        return {"uniform_int" if value.integer else "uniform": [value.low, value.high]}
+    operands = [_param_to_json(o) if isinstance(o, Derived) else o for o in (value.left, value.right)]
+    return {value.op: operands}
+
+
+ParamField = Annotated[ParamValue, PlainValidator(parse_param)]
+
+
+# ---------------------------------------------------------------------------------------
+# the spec
+# ---------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class GeneratorSpec(_Strict):
+    """One graph generator of ``graphprior.generators`` and its parameters."""
+
+    name: str
+    params: dict[str, ParamField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "GeneratorSpec":
+        for key, value in self.params.items():
+            if isinstance(value, Derived):
+                unknown = value.names() - set(self.params)
+                if unknown:
+                    raise _PathError(
+                        ("params", key),
+                        f"refers to unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(self.params)}",
+                    )
+        _resolution_order(self.params)  # raises on a cycle
+        return self
+
+
+class ModelSpec(_Strict):
+    """How a graph becomes a recurrent network.
+
+    ``recurrent``: the hidden size is the graph's node count and the graph masks the
+    hidden-to-hidden weights (``graphprior.priors.recurrent_mask`` with ``orientation``
+    and ``self_loops``); ``gate_layout = "tiled"`` repeats that mask over the gate blocks
+    of LSTM/GRU, ``"per_gate"`` draws one independent graph per gate. ``layered``: the
+    study's DAG-layered network (``graphprior.priors.layered_structure`` and
+    ``rnn_models.layered.LayeredRNN``; Stier, Darji & Granitzer 2021), whose orientation
+    is always the DAG by node order.
+    """
+
+    mapping: Literal["recurrent", "layered"] = "recurrent"
+    orientation: Literal["symmetric", "random", "dag", "as_given"] = "symmetric"
+    self_loops: bool = False
+    gate_layout: Literal["tiled", "per_gate"] = "tiled"
+    cells: tuple[Literal["rnn_tanh", "rnn_relu", "lstm", "gru"], ...] = Field(default=CELLS, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_orientation(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mapping") == "layered" and "orientation" not in data:
+            return {**data, "orientation": "dag"}
+        return data
+
+    @model_validator(mode="after")
+    def _check_layered(self) -> "ModelSpec":
+        if self.mapping == "layered" and self.orientation != "dag":
+            raise _PathError(("orientation",), "the layered mapping is the DAG by node order: use 'dag' or leave it out")
+        return self
+
+
+class TaskSpec(_Strict):
+    """A Reber task of ``reber.tasks``; ``size`` strings in all, ``test_fraction`` of them held out."""
+
+    kind: Literal["classify", "next_symbol", "continual"] = "classify"
+    negatives: Literal["paper", "hard"] = "paper"
+    grammar: Literal["reber", "embedded"] = "reber"
+    size: int = Field(default=2000, ge=8, le=10_000_000)
+    test_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
+class TrainSpec(_Strict):
+    """Training settings; the fields mirror ``rnn_models.train.TrainConfig`` (its ``seed`` is the run's seed)."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=15, ge=1, le=100_000)
+    clip: float | None = Field(default=5.0, gt=0.0)
+    patience: int | None = Field(default=None, ge=1)
+    device: str = "cpu"
+    bucket: bool = True
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: graphs x cells x tasks x training seeds.
+
+    ``sampling = "grid"`` takes the cartesian product of list-valued parameters and draws
+    ``repetitions`` graphs per point; ``sampling = "random"`` draws ``n_samples`` parameter
+    sets (and graphs) per generator from a generator seeded by ``seed``.
+    """
+
+    name: str = "sweep"
+    seed: int = Field(default=0, ge=0)
+    sampling: Literal["grid", "random"] = "grid"
+    n_samples: int | None = Field(default=None, ge=1)
+    repetitions: int = Field(default=1, ge=1)
+    seeds: tuple[int, ...] = Field(default=(0,), min_length=1)
+    generators: tuple[GeneratorSpec, ...] = Field(min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    tasks: tuple[TaskSpec, ...] = Field(default=(TaskSpec(),), min_length=1)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @model_validator(mode="after")
+    def _check_sampling(self) -> "SweepSpec":
+        if self.sampling == "random" and self.n_samples is None:
+            raise _PathError(("n_samples",), 'is required when sampling = "random" (graphs per generator)')
+        if self.sampling == "grid":
+            if self.n_samples is not None:
+                raise _PathError(("n_samples",), 'is only allowed with sampling = "random"')
+            for i, generator in enumerate(self.generators):
+                for key, value in generator.params.items():
+                    if isinstance(value, Uniform):
+                        raise _PathError(
+                            ("generators", i, "params", key), 'a distribution needs sampling = "random"'
+                        )
+        for i, generator in enumerate(self.generators):
+            _check_generator(i, generator)
+        return self
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The spec as plain data (parameter values in their TOML form)."""
+        data = self.model_dump(mode="python", exclude={"generators"})
+        data["generators"] = [
+            {"name": g.name, "params": {k: _param_to_json(v) for k, v in g.params.items()}}
+            for g in self.generators
+        ]
+        return json.loads(json.dumps(data))
+
+
+def _check_generator(index: int, generator: GeneratorSpec) -> None:
+    """Check the name and parameter names against ``graphprior.generators.GENERATORS``."""
+    from graphprior.generators import GENERATORS
+
+    if generator.name not in GENERATORS:
+        raise _PathError(
+            ("generators", index, "name"),
+            f"unknown generator {generator.name!r}; allowed: {', '.join(sorted(GENERATORS))}",
+        )
+    parameters = {
+        p.name: p for p in inspect.signature(GENERATORS[generator.name]).parameters.values() if p.name != "seed"
+    }
+    for key in generator.params:
+        if key not in parameters:
+            raise _PathError(
+                ("generators", index, "params", key),
+                f"unknown parameter of {generator.name}; allowed: {', '.join(parameters)}",
+            )
+    for key, parameter in parameters.items():
+        if parameter.default is inspect.Parameter.empty and key not in generator.params:
+            raise _PathError(
+                ("generators", index, "params"), f"missing required parameter {key!r} of {generator.name}"
+            )
+
+
+def _resolution_order(params: dict[str, ParamValue]) -> list[str]:
+    """Parameter names ordered so that derived values follow what they read (raises on cycles)."""
+    order: list[str] = []
+    pending = dict(params)
+    while pending:
+        ready = [k for k, v in pending.items() if not isinstance(v, Derived) or v.names() <= set(order)]
+        if not ready:
+            raise _PathError(("params", next(iter(pending))), f"derived values form a cycle: {', '.join(pending)}")
+        order.extend(ready)
+        for key in ready:
+            del pending[key]
+    return order
+
+
+# ---------------------------------------------------------------------------------------
+# errors, loading
+# ---------------------------------------------------------------------------------------
+
+
+def _format_path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "spec"
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The spec model class found at a location (to list the keys allowed there)."""
+    model: Any = SweepSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = next((a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)), annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_error(error: dict[str, Any]) -> str:
+    """One line for one pydantic error: the key path, what is wrong, what is allowed."""
+    loc = tuple(error["loc"])
+    original = (error.get("ctx") or {}).get("error")
+    if isinstance(original, _PathError):
+        return f"{_format_path(loc + original.path)}: {original}"
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
+        return f"{_format_path(loc[:-1])}: unknown key {loc[-1]!r}{allowed}"
+    if error["type"] == "missing":
+        return f"{_format_path(loc)}: required key is missing"
+    if error["type"] == "value_error":
+        return f"{_format_path(loc)}: {error['msg'].removeprefix('Value error, ')}"
+    message = re.sub(r"^\w+ should", "must", error["msg"]).replace(" after validation", "")
+    return f"{_format_path(loc)}: {message}, got {error['input']!r}"
+
+
+def validate_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
+    """Validate a spec given as plain data; raise :class:`SpecError` with one line on the first error."""
+    if isinstance(data, SweepSpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a table of keys, got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as error:
+        first, *rest = error.errors()
+        # errors at a prefix of the first one's path only echo it (e.g. a list's length)
+        rest = [e for e in rest if tuple(e["loc"]) != tuple(first["loc"])[: len(e["loc"])]]
+        more = f" (and {len(rest)} more)" if rest else ""
+        raise SpecError(format_error(first) + more) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a TOML sweep spec."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return validate_spec(data)
+    except SpecError as error:
+        raise SpecError(f"{path}: {error}") from None
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    folder = importlib.resources.files("graphprior") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> SweepSpec:
+    """Load a shipped preset spec (``quick``, ``paper``, ``prior``)."""
+    names = preset_names()
+    if name not in names:
+        raise SpecError(f"preset: unknown preset {name!r}; allowed: {', '.join(names)}")
+    text = (importlib.resources.files("graphprior") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+    return validate_spec(tomllib.loads(text))
+
+
+# ---------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunConfig(_Strict):
+    """Everything that defines one training run; hashable and stable across processes."""
+
+    generator: str
+    params: dict[str, Scalar]
+    graph_seed: int
+    mapping: Literal["recurrent", "layered"]
+    orientation: Literal["symmetric", "random", "dag", "as_given"]
+    self_loops: bool
+    gate_layout: Literal["tiled", "per_gate"]
+    cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
+    task: TaskSpec
+    train: TrainSpec
+    seed: int
+
+    def canonical(self) -> dict[str, Any]:
+        """The config as JSON-ready data."""
+        return self.model_dump(mode="json")
+
+    @cached_property
+    def run_id(self) -> str:
+        """Hash of the canonical JSON: the run's key in the results store."""
+        return _digest(self.canonical())
+
+    @cached_property
+    def graph_id(self) -> str:
+        """Hash of (generator, params, graph seed): runs built from the same graph share it."""
+        return _digest([self.generator, self.params, self.graph_seed])
+
+    def group_key(self) -> tuple:
+        """Runs with equal keys could be trained together by one batched group trainer
+        (same cell, mapping, node count, task, training settings and seed, so the same
+        batch order); a trainer must still check the models it gets are compatible."""
+        return (self.cell, self.mapping, self.params.get("n"), self.task, self.train, self.seed)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat columns for the results table (graph parameters keep their own names)."""
+        task = self.task
+        columns: dict[str, Any] = {
+            "generator": self.generator,
+            **self.params,
+            "graph_seed": self.graph_seed,
+            "mapping": self.mapping,
+            "orientation": self.orientation,
+            "self_loops": self.self_loops,
+            "gate_layout": self.gate_layout,
+            "cell": self.cell,
+            "task": task.kind,
+            "negatives": task.negatives if task.kind == "classify" else None,
+            "grammar": task.grammar,
+            "task_size": task.size,
+            "test_fraction": task.test_fraction,
+            "data_seed": task.seed,
+            "seed": self.seed,
+        }
+        columns.update({f"train_{k}": v for k, v in self.train.model_dump().items()})
+        return columns
+
+
+def _python_scalar(value: Any) -> Scalar:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _resolve_derived(generator: GeneratorSpec, values: dict[str, Any]) -> dict[str, Scalar]:
+    for key in _resolution_order(generator.params):
+        value = generator.params[key]
+        if isinstance(value, Derived):
+            values[key] = value.evaluate(values)
+    return {key: _python_scalar(values[key]) for key in generator.params}
+
+
+def _grid_points(generator: GeneratorSpec) -> list[dict[str, Scalar]]:
+    axes = {k: v.values for k, v in generator.params.items() if isinstance(v, Choice)}
+    points = []
+    for combination in itertools.product(*axes.values()):
+        points.append(_resolve_derived(generator, dict(zip(axes, combination))))
+    return points
+
+
+def _draw(value: ParamValue, rng: np.random.Generator) -> Scalar:
+    if isinstance(value, Choice):
+        return value.values[int(rng.integers(len(value.values)))]
+    if value.integer:
+        return int(rng.integers(int(value.low), int(value.high) + 1))
+    return float(rng.uniform(value.low, value.high))
+
+
+def _graphs(spec: SweepSpec) -> list[tuple[str, dict[str, Scalar], int]]:
+    """(generator, params, graph seed) of every graph of the sweep, in a stable order."""
+    graphs = []
+    for index, generator in enumerate(spec.generators):
+        if spec.sampling == "grid":
+            for point in _grid_points(generator):
+                for repetition in range(spec.repetitions):
+                    seed = int(_digest([spec.seed, generator.name, point, repetition])[:8], 16) >> 1
+                    graphs.append((generator.name, point, seed))
+        else:
+            rng = np.random.default_rng([spec.seed, index])
+            for _ in range(spec.n_samples or 0):
+                drawn = {k: _draw(v, rng) for k, v in generator.params.items() if not isinstance(v, Derived)}
+                point = _resolve_derived(generator, drawn)
+                graphs.append((generator.name, point, int(rng.integers(2**31))))
+    return graphs
+
+
+def expand(spec: SweepSpec | dict[str, Any]) -> list[RunConfig]:
+    """All runs of a spec: every graph x cell x task x training seed, duplicates removed."""
+    spec = validate_spec(spec)
+    model = spec.model
+    runs: dict[str, RunConfig] = {}
+    for (name, params, graph_seed), cell, task, seed in itertools.product(
+        _graphs(spec), model.cells, spec.tasks, spec.seeds
+    ):
+        run = RunConfig(
+            generator=name,
+            params=params,
+            graph_seed=graph_seed,
+            mapping=model.mapping,
+            orientation=model.orientation,
+            self_loops=model.self_loops,
+            gate_layout=model.gate_layout,
+            cell=cell,
+            task=task,
+            train=spec.train,
+            seed=seed,
+        )
+        runs.setdefault(run.run_id, run)
+    return list(runs.values())
+
+
+def sample_runs(runs: list[RunConfig], limit: int | None, seed: int = 0) -> list[RunConfig]:
+    """A seeded random sample of ``limit`` runs (all runs when ``limit`` is None), in sweep order."""
+    if limit is None or limit >= len(runs):
+        return list(runs)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    chosen = np.random.default_rng(seed).choice(len(runs), size=limit, replace=False)
+    return [runs[i] for i in sorted(chosen.tolist())]

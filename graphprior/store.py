@@ -1,0 +1,251 @@
+"""SQLite results store: one row per finished run, keyed by its ``run_id``.
+
+Why SQLite: an embedded file next to the user's work, transactional writes (a sweep
+killed at any moment, SIGKILL included, loses at most the runs in flight), and
+concurrent readers while the sweep writes (WAL journal mode). Only the sweep's driver
+process writes; a row is inserted once its run has finished, one transaction per record,
+so re-running a sweep skips what is already there and never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "graphprior-results"
+STATUSES = ("done", "failed")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS runs (
+    run_id   TEXT PRIMARY KEY,
+    graph_id TEXT NOT NULL,
+    seed     INTEGER NOT NULL,
+    status   TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    reason   TEXT,
+    config   TEXT NOT NULL,
+    flat     TEXT NOT NULL,
+    metrics  TEXT NOT NULL,
+    history  TEXT NOT NULL,
+    features TEXT NOT NULL,
+    seconds  REAL NOT NULL,
+    versions TEXT NOT NULL,
+    finished TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+)
+
+_COLUMNS = ("run_id", "graph_id", "seed", "status", "reason", "config", "flat", "metrics",
+            "history", "features", "seconds", "versions")
+_JSON_COLUMNS = ("config", "flat", "metrics", "history", "features", "versions")
+
+
+class StoreError(ValueError):
+    """A file is not a graphprior results store, or one this version cannot read."""
+
+
+@dataclass
+class RunRecord:
+    """The outcome of one run, as stored: config, status, metrics, history, features, timing."""
+
+    run_id: str
+    graph_id: str
+    seed: int
+    status: str
+    config: dict[str, Any]
+    flat: dict[str, Any]
+    reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    features: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+def _dumps(value: Any) -> str:
+    """JSON with non-finite floats stored as null (SQLite/JSON have no NaN)."""
+    return json.dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _check_format(connection: sqlite3.Connection, path: Path) -> bool:
+    """Raise StoreError unless the file is empty or a readable store; True when it is a store."""
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{path} is not a graphprior results store ({error})") from None
+    if not tables:
+        return False
+    meta = dict(connection.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+    if meta.get("format") != FORMAT_NAME or "runs" not in tables:
+        raise StoreError(f"{path} is not a graphprior results store (an SQLite file with other tables)")
+    version = int(meta.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has results-store schema version {version}; this graphprior reads up to "
+            f"{SCHEMA_VERSION}: upgrade graphprior to read it"
+        )
+    return True
+
+
+class ResultsStore:
+    """A results store file, opened for reading and (by the sweep driver) writing.
+
+    ``ResultsStore(path)`` creates the file (and its folder) when it does not exist
+    (``create=False`` raises instead). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise StoreError(f"{self.path}: no such results store")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a results store file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            if not _check_format(self._connection, self.path):
+                self._initialise()
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def _initialise(self) -> None:
+        connection = self._connection
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        with self._transaction():
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            connection.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT_NAME,))
+            connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._connection)
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+    def add(self, record: RunRecord) -> bool:
+        """Insert one finished run in its own transaction; returns False when it was already stored.
+
+        A stored failed run is replaced by a new record of the same run (a retry); a stored
+        done run is never overwritten.
+        """
+        values = asdict(record)
+        row = tuple(_dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in _COLUMNS)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
+        with self._transaction():
+            cursor = self._connection.execute(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT(run_id) DO UPDATE SET {updates}, finished = excluded.finished "
+                "WHERE runs.status = 'failed'",
+                row,
+            )
+        return cursor.rowcount > 0
+
+    def statuses(self) -> dict[str, str]:
+        """run_id -> status of every stored run."""
+        return dict(self._connection.execute("SELECT run_id, status FROM runs"))
+
+    def counts(self) -> dict[str, int]:
+        """Number of stored runs per status."""
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(self._connection.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
+        return counts
+
+    def mean_seconds(self) -> float | None:
+        """Mean training seconds of the finished (done) runs, None when there are none."""
+        return self._connection.execute("SELECT AVG(seconds) FROM runs WHERE status = 'done'").fetchone()[0]
+
+    def records(self) -> Iterable[RunRecord]:
+        """Every stored run as a :class:`RunRecord`."""
+        cursor = self._connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY finished, run_id")
+        for row in cursor:
+            values = dict(zip(_COLUMNS, row))
+            for column in _JSON_COLUMNS:
+                values[column] = json.loads(values[column])
+            yield RunRecord(**values)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (autocommit connections)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.connection.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The flat results table: one row per run.
+
+    Columns: ``run_id``, ``graph_id``, ``status``, ``reason``, the flattened config
+    (``generator``, graph parameters such as ``n``/``k``/``p``, ``cell``, ``mapping``, ...),
+    the structural features, the final epoch's metrics (``epoch``, ``test_acc``,
+    ``test_loss``, ..., ``fit_seconds``, ``cpu_seconds``) and the run's ``seconds``.
+    """
+    with ResultsStore(path, create=False) as store:
+        rows = [_flat_row(record) for record in store.records()]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["run_id", "graph_id", "status", "reason", "cell", "test_acc", "seconds"])
+    return frame
+
+
+def _flat_row(record: RunRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {"run_id": record.run_id, "graph_id": record.graph_id,
+                           "status": record.status, "reason": record.reason}
+    row.update(record.flat)
+    for name, value in record.features.items():
+        row[name if name not in row else f"feature_{name}"] = value
+    for name, value in record.metrics.items():
+        row[name if name not in row else f"metric_{name}"] = value
+    row["seconds"] = record.seconds
+    return row
+
+
+def export_table(store_path: str | Path, output: str | Path) -> pd.DataFrame:
+    """Write the flat table to ``output``: CSV for ``.csv``, Parquet for ``.parquet``/``.pq``."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"output must end in .csv, .parquet or .pq, got {output.name!r}")
+    frame = read_table(store_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(output, index=False)
+    else:
+        frame.to_parquet(output, index=False)
+    return frame

@@ -1,0 +1,253 @@
+"""Reber benchmark sweeps: every run of a spec, trained and stored, resumable.
+
+:func:`run_sweep` expands a spec, skips runs already in the results store, sends the
+rest in groups to an executor (:mod:`graphprior.executors`: local process pool, Ray, or
+in-process) and writes each record as it arrives, so a sweep killed at any moment
+resumes where it stopped. :func:`run_one` is one run: graph -> prior mask -> model ->
+train -> evaluate -> structural features -> :class:`~graphprior.store.RunRecord`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from graphprior.executors import Executor, make_executor
+from graphprior.spec import RunConfig, SweepSpec, TaskSpec, expand, sample_runs, validate_spec
+from graphprior.store import ResultsStore, RunRecord
+
+RunFn = Callable[[RunConfig], RunRecord]
+_REASON_CHARS = 500
+_VERSIONED = ("graphprior", "torch", "numpy", "igraph", "networkx", "pydantic")
+
+
+# ---------------------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries a run's numbers depend on."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@functools.lru_cache(maxsize=4)
+def task_data(task: TaskSpec) -> tuple[Any, Any]:
+    """(train, test) datasets of a task, built once per worker process and cached."""
+    from reber.tasks import classification_data, continual_data, next_symbol_data
+
+    if task.kind == "classify":
+        return classification_data(
+            n=task.size, negatives=task.negatives, grammar=task.grammar,
+            test_fraction=task.test_fraction, seed=task.seed,
+        )
+    n_test = max(1, round(task.size * task.test_fraction))
+    n_train = max(1, task.size - n_test)
+    if task.kind == "next_symbol":
+        return next_symbol_data(grammar=task.grammar, n_train=n_train, n_test=n_test, seed=task.seed)
+    return continual_data(n_train=n_train, n_test=n_test, seed=task.seed)
+
+
+def prior_graphs(config: RunConfig) -> list[Any]:
+    """The run's graph, or one independent graph per gate block (``gate_layout = "per_gate"``).
+
+    Gate 0 always uses the run's graph seed, so it is the graph of the tiled layout.
+    """
+    from graphprior.generators import generate
+    from rnn_models.masked import GATES
+
+    count = GATES[config.cell] if config.mapping == "recurrent" and config.gate_layout == "per_gate" else 1
+    seeds = [config.graph_seed] + [
+        int(s) for s in np.random.SeedSequence(config.graph_seed).generate_state(count - 1) >> 1
+    ]
+    return [generate(config.generator, **config.params, seed=seed) for seed in seeds[:count]]
+
+
+def build_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: int, task: str) -> Any:
+    """The prior-initialized network of a run with the readout its task needs."""
+    from graphprior.priors import gate_mask, layered_structure, recurrent_mask
+    from rnn_models.layered import LayeredRNN
+    from rnn_models.masked import make_rnn
+    from rnn_models.train import NextSymbolModel, SequenceClassifier
+
+    if config.mapping == "layered":
+        rnn = LayeredRNN(layered_structure(graphs[0]), input_size=vocabulary_size, cell=config.cell,
+                         batch_first=True)
+    else:
+        masks = [recurrent_mask(g, orientation=config.orientation, self_loops=config.self_loops,
+                                seed=config.graph_seed) for g in graphs]
+        mask = masks[0] if len(masks) == 1 else gate_mask(masks, config.cell)
+        rnn = make_rnn(config.cell, input_size=vocabulary_size, hidden_size=graphs[0].vcount(),
+                       batch_first=True, hh_mask=mask)
+    if task == "classify":
+        return SequenceClassifier(rnn)
+    return NextSymbolModel(rnn, vocab_size=vocabulary_size)
+
+
+def structural_features(graphs: Sequence[Any]) -> dict[str, float]:
+    """``graphprior.features.graph_features`` of the run's graph (the mean over per-gate graphs)."""
+    from graphprior.features import graph_features
+
+    rows = [graph_features(g) for g in graphs]
+    return {name: float(np.mean([row[name] for row in rows])) for name in rows[0]}
+
+
+def train_config(config: RunConfig) -> Any:
+    """The ``rnn_models.train.TrainConfig`` of a run: its training settings and seed."""
+    from rnn_models.train import TrainConfig
+
+    return TrainConfig(**config.train.model_dump(), seed=config.seed)
+
+
+def run_one(config: RunConfig) -> RunRecord:
+    """Train and evaluate one run: graph -> prior -> model -> fit -> features -> record.
+
+    Besides the final epoch's metrics, ``metrics`` holds ``fit_seconds`` and ``cpu_seconds``:
+    the wall-clock and CPU time of training and evaluation (CPU time stays meaningful on a
+    busy machine); ``seconds`` of the record is the whole run.
+    """
+    import torch
+
+    from rnn_models.train import fit
+
+    start = time.perf_counter()
+    graphs = prior_graphs(config)
+    train, test = task_data(config.task)
+    torch.manual_seed(config.seed)
+    model = build_model(config, graphs, vocabulary_size=train.inputs.shape[-1], task=train.task)
+    cpu_start = time.process_time()
+    history = fit(model, train, test, train_config(config))
+    cpu_seconds = time.process_time() - cpu_start
+    status, reason = _outcome(history)
+    features = structural_features(graphs)
+    metrics = {**history.final, "fit_seconds": history.seconds, "cpu_seconds": cpu_seconds}
+    return _record(
+        config, status, reason, seconds=time.perf_counter() - start, metrics=metrics,
+        history=list(history.epochs), features=features,
+    )
+
+
+def _outcome(history: Any) -> tuple[str, str | None]:
+    if history.status != "done":
+        return "failed", history.reason or "training failed"
+    bad = [k for k, v in history.final.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        return "failed", f"non-finite final metric {bad[0]}"
+    return "done", history.reason or None  # e.g. an early stop
+
+
+def _record(config: RunConfig, status: str, reason: str | None, seconds: float, **results: Any) -> RunRecord:
+    return RunRecord(
+        run_id=config.run_id, graph_id=config.graph_id, seed=config.seed, status=status,
+        reason=reason, config=config.canonical(), flat=config.flat(), seconds=seconds,
+        versions=library_versions(), **results,
+    )
+
+
+def guarded(run_fn: RunFn, config: RunConfig) -> RunRecord:
+    """``run_fn(config)``, with any exception turned into a failed record naming it."""
+    start = time.perf_counter()
+    try:
+        return run_fn(config)
+    except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:_REASON_CHARS]
+        return _record(config, "failed", reason, seconds=time.perf_counter() - start)
+
+
+def run_group(configs: Sequence[RunConfig], run_fn: RunFn = run_one) -> list[RunRecord]:
+    """The default group trainer: the runs of a group one after another."""
+    return [guarded(run_fn, config) for config in configs]
+
+
+# ---------------------------------------------------------------------------------------
+# planning and the driver
+# ---------------------------------------------------------------------------------------
+
+
+def pending_runs(runs: Sequence[RunConfig], statuses: dict[str, str], retry_failed: bool = False) -> list[RunConfig]:
+    """Runs still to do: not stored yet, or stored as failed when ``retry_failed``."""
+    redo = {"failed"} if retry_failed else set()
+    return [r for r in runs if r.run_id not in statuses or statuses[r.run_id] in redo]
+
+
+def group_runs(runs: Sequence[RunConfig], group_size: int = 1) -> list[list[RunConfig]]:
+    """Split runs into groups of at most ``group_size`` with equal ``RunConfig.group_key``."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    by_key: dict[tuple, list[RunConfig]] = {}
+    for run in runs:
+        by_key.setdefault(run.group_key(), []).append(run)
+    return [
+        members[i : i + group_size]
+        for members in by_key.values()
+        for i in range(0, len(members), group_size)
+    ]
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What one call of :func:`run_sweep` did."""
+
+    total: int
+    skipped: int
+    done: int
+    failed: int
+    seconds: float
+
+
+def run_sweep(
+    spec: SweepSpec | dict[str, Any],
+    store: str | Path,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    group_size: int = 1,
+    group_fn: Callable[[Sequence[RunConfig]], list[RunRecord]] = run_group,
+    executor: Executor | None = None,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every pending run of ``spec`` and store one record per run in ``store``.
+
+    ``limit`` runs a seeded sample of that many runs of the spec (resuming within it).
+    ``group_fn`` trains one group of runs (default: one after another) and must be
+    picklable for the process and Ray backends.
+    """
+    spec = validate_spec(spec)
+    runs = sample_runs(expand(spec), limit, seed=spec.seed)
+    executor = executor or make_executor(backend, workers=workers, address=address)
+    start = time.perf_counter()
+    with ResultsStore(store) as results:
+        todo = pending_runs(runs, results.statuses(), retry_failed)
+        counts = {"done": 0, "failed": 0}
+        bar = tqdm(total=len(todo), unit="run", desc=spec.name, disable=not progress, dynamic_ncols=True)
+        with bar:
+            for records in executor.map_unordered(group_fn, group_runs(todo, group_size)):
+                for record in records:
+                    results.add(record)
+                    counts[record.status] += 1
+                bar.set_postfix(counts, refresh=False)
+                bar.update(len(records))
+    return SweepSummary(
+        total=len(runs), skipped=len(runs) - len(todo), done=counts["done"],
+        failed=counts["failed"], seconds=time.perf_counter() - start,
+    )

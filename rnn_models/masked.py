@@ -1,0 +1,298 @@
+"""Masked RNN, LSTM and GRU that keep torch's fused recurrent kernels.
+
+``MaskedRNN``, ``MaskedLSTM`` and ``MaskedGRU`` subclass ``torch.nn.RNN/LSTM/GRU`` and take
+the same arguments, plus boolean ``hh_mask`` / ``ih_mask``. A mask is applied to its weight
+in place under ``torch.no_grad()``, so the module keeps calling the one fused kernel per
+layer (oneDNN on CPU, cuDNN on GPU) and its flat weight buffer stays intact. Masked weights
+stay exactly zero:
+
+* at construction and after ``reset_parameters`` / ``load_state_dict`` / ``set_mask``
+  (``w.masked_fill_(~mask, 0)``, which also clears a NaN or inf left there);
+* after every step of any ``torch.optim`` optimizer (a global optimizer step post-hook
+  re-applies the masks of every masked module whose weights the optimizer updates, as
+  ``w.mul_(scale)`` with a cached 0/1 copy of the mask in the weight's dtype: several times
+  faster than mixing bool and float on CPU);
+* their gradients are zero (a gradient hook multiplies them by the mask), so optimizer
+  moments of masked weights stay zero and gradient clipping sees only live weights.
+
+``torch.nn.utils.prune`` and ``parametrize`` are avoided on purpose: they replace the
+weights by computed tensors, which breaks RNN ``_flat_weights`` (PyTorch issues 33618,
+65688).
+
+Gate layout: ``weight_hh_l{k}`` is ``(G*H, H)`` with gate blocks stacked (LSTM i, f, g, o;
+GRU r, z, n). An ``H x H`` mask (``mask[i, j]`` True keeps the edge ``j -> i``) is tiled
+block by block with ``mask.repeat(G, 1)``; a full ``(G*H, H)`` mask gives every gate its
+own pattern.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
+"""Gate blocks stacked in the weights of each cell type."""
+
+GATE_NAMES: dict[str, tuple[str, ...]] = {
+    "rnn_tanh": ("h",),
+    "rnn_relu": ("h",),
+    "gru": ("r", "z", "n"),
+    "lstm": ("i", "f", "g", "o"),
+}
+"""Gate blocks in torch's order: LSTM input, forget, cell, output; GRU reset, update, new."""
+
+MaskSpec = Union[torch.Tensor, Sequence[Union[torch.Tensor, None]], None]
+"""One mask for every layer/direction, a list per layer or per layer and direction, or None."""
+
+_MASK_SUFFIX = "_mask"
+_LIVE_MODULES: weakref.WeakSet = weakref.WeakSet()
+_STEP_HOOK: list[Any] = []
+
+
+def _remask_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Optimizer step post-hook: re-apply the masks of the weights this optimizer updates."""
+    updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for module in list(_LIVE_MODULES):
+        module._remask(updated)
+
+
+def _track(module: "_MaskedMixin") -> None:
+    """Register a masked module for re-masking after optimizer steps (hook installed once)."""
+    if not _STEP_HOOK:
+        _STEP_HOOK.append(register_optimizer_step_post_hook(_remask_after_step))
+    _LIVE_MODULES.add(module)
+
+
+class _GradientMask:
+    """Tensor hook zeroing a weight's gradient outside the module's current mask (if any).
+
+    It looks the mask up at call time, so masks set, replaced, removed or moved to another
+    device later are honoured without re-registering the hook.
+    """
+
+    __torch_unserializable__ = True  # re-registered on unpickling; silences torch's warning
+
+    def __init__(self, module: "_MaskedMixin", weight_name: str) -> None:
+        self.module = weakref.ref(module)
+        self.name = weight_name
+        self.key = weight_name + _MASK_SUFFIX
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        module = self.module()
+        if module is None or self.key not in module._buffers:
+            return grad
+        return grad * module._scale(self.name)
+
+
+def full_mask(mask: Any, weight_shape: tuple[int, int], gates: int, what: str) -> torch.Tensor:
+    """Expand ``mask`` to ``weight_shape``: an ``(H, in)`` mask is tiled over the gate blocks.
+
+    Raises ValueError naming ``what`` when the mask is not boolean or has neither shape.
+    """
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{what} must be a bool tensor, got dtype {mask.dtype}")
+    rows, cols = weight_shape
+    if tuple(mask.shape) == (rows // gates, cols):
+        return mask.repeat(gates, 1)
+    if tuple(mask.shape) != (rows, cols):
+        raise ValueError(
+            f"{what} must have shape ({rows // gates}, {cols}) (tiled over {gates} gate blocks) "
+            f"or ({rows}, {cols}), got {tuple(mask.shape)}"
+        )
+    return mask.clone()
+
+
+class _MaskedMixin:
+    """Mask buffers, in-place masking and reports shared by the masked torch RNN modules."""
+
+    def __init__(self, *args: Any, hh_mask: MaskSpec = None, ih_mask: MaskSpec = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._mask_cache: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        self._hooked: set[str] = set()
+        _track(self)
+        for kind, spec in (("hh", hh_mask), ("ih", ih_mask)):
+            for name, mask in self._spread(kind, spec).items():
+                self.set_mask(name, mask)
+
+    @property
+    def cell(self) -> str:
+        """Cell type as a key of ``GATES``: rnn_tanh, rnn_relu, gru or lstm."""
+        return self.mode.lower()
+
+    @property
+    def gates(self) -> int:
+        return GATES[self.cell]
+
+    @property
+    def maskable_weights(self) -> list[str]:
+        """Names of the weights that can carry a mask (``weight_ih_l*`` and ``weight_hh_l*``)."""
+        return [n for n in self._flat_weights_names if n.startswith(("weight_ih_", "weight_hh_"))]
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Full-size boolean mask of every masked weight, by weight name."""
+        names = self.maskable_weights
+        return {n: self._buffers[n + _MASK_SUFFIX] for n in names if n + _MASK_SUFFIX in self._buffers}
+
+    def set_mask(self, weight_name: str, mask: torch.Tensor | None) -> None:
+        """Set (or, with None, remove) the mask of one weight and apply it at once.
+
+        ``mask`` is ``(H, in)`` (tiled over the gate blocks) or the weight's full shape.
+        """
+        if weight_name not in self.maskable_weights:
+            raise ValueError(f"weight_name must be one of {self.maskable_weights}, got {weight_name!r}")
+        key = weight_name + _MASK_SUFFIX
+        if mask is None:
+            self._buffers.pop(key, None)
+            return
+        weight = getattr(self, weight_name)
+        full = full_mask(mask, tuple(weight.shape), self.gates, f"mask of {weight_name}")
+        if key in self._buffers:
+            self._buffers[key] = full.to(weight.device)
+        else:
+            self.register_buffer(key, full.to(weight.device))
+        self._hook_gradient(weight_name)
+        self.apply_masks()
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every masked weight in place (call after editing weights by hand)."""
+        for name, mask in self.masks.items():
+            getattr(self, name).masked_fill_(~mask, 0.0)
+
+    @torch.no_grad()
+    def _remask(self, updated: set[int]) -> None:
+        """Re-zero the masked weights whose ids are in ``updated`` (after an optimizer step)."""
+        for name in self.masks:
+            weight = getattr(self, name)
+            if id(weight) in updated:
+                weight.mul_(self._scale(name))
+
+    def _scale(self, name: str) -> torch.Tensor:
+        """The mask of weight ``name`` as 0/1 in the weight's dtype, cached until the mask
+        tensor is replaced or changed in place (its ``_version`` counter moves)."""
+        mask, weight = self._buffers[name + _MASK_SUFFIX], getattr(self, name)
+        cached = self._mask_cache.get(name)
+        if cached is None or cached[0] is not mask or cached[1] != mask._version \
+                or cached[2].dtype != weight.dtype:
+            cached = (mask, mask._version, mask.to(weight.dtype))
+            self._mask_cache[name] = cached
+        return cached[2]
+
+    def reset_parameters(self) -> None:
+        """Re-initialise like torch, then zero the masked weights again."""
+        super().reset_parameters()
+        self.apply_masks()
+
+    def density(self) -> dict[str, dict[str, float]]:
+        """Fraction of kept entries per weight: overall and per gate block (``GATE_NAMES``)."""
+        def kept(mask: torch.Tensor) -> float:
+            return int(mask.count_nonzero()) / mask.numel()
+
+        report = {}
+        for name in self.maskable_weights:
+            weight = getattr(self, name)
+            mask = self._buffers.get(name + _MASK_SUFFIX, torch.ones_like(weight, dtype=torch.bool))
+            blocks = mask.chunk(self.gates, dim=0)
+            gates = {g: kept(b) for g, b in zip(GATE_NAMES[self.cell], blocks)}
+            report[name] = {"total": kept(mask)} | gates
+        return report
+
+    def count_nonzero(self) -> int:
+        """Number of non-zero parameters (weights and biases)."""
+        return sum(int(torch.count_nonzero(p)) for p in self.parameters())
+
+    def _spread(self, kind: str, spec: MaskSpec) -> dict[str, torch.Tensor]:
+        """Assign a mask spec to the ``weight_{kind}`` names of every layer and direction."""
+        directions = ["", "_reverse"] if self.bidirectional else [""]
+        names = [f"weight_{kind}_l{layer}{d}" for layer in range(self.num_layers) for d in directions]
+        if spec is None:
+            return {}
+        if isinstance(spec, Sequence) and not isinstance(spec, torch.Tensor):
+            spec = list(spec)
+            if len(spec) == self.num_layers:
+                spec = [m for m in spec for _ in directions]
+            elif len(spec) != len(names):
+                raise ValueError(
+                    f"{kind}_mask as a list needs num_layers ({self.num_layers}) or "
+                    f"num_layers * num_directions ({len(names)}) entries, got {len(spec)}"
+                )
+        else:
+            spec = [spec] * len(names)
+        return {name: mask for name, mask in zip(names, spec) if mask is not None}
+
+    def _hook_gradient(self, name: str) -> None:
+        """Mask the gradient of weight ``name`` from now on (one hook per weight; weights
+        that never had a mask get none, which saves a Python call per backward)."""
+        if name not in self._hooked:
+            getattr(self, name).register_hook(_GradientMask(self, name))
+            self._hooked.add(name)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """Load masks too: a mask in ``state_dict`` replaces ours; one it lacks is kept.
+
+        Loading a dense ``torch.nn`` state dict therefore keeps this module's masks; the loaded
+        weights are re-masked at once.
+        """
+        for name in self.maskable_weights:
+            key = prefix + name + _MASK_SUFFIX
+            if key in state_dict:
+                self.set_mask(name, state_dict[key].to(torch.bool))
+            elif name + _MASK_SUFFIX in self._buffers:
+                state_dict[key] = self._buffers[name + _MASK_SUFFIX]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self.apply_masks()
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the cached 0/1 masks (they are rebuilt on demand)."""
+        state = super().__getstate__()
+        state["_mask_cache"], state["_hooked"] = {}, set()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling and deepcopy drop tensor hooks: put them back and track the copy."""
+        super().__setstate__(state)
+        for name in self.masks:
+            self._hook_gradient(name)
+        _track(self)
+
+    def extra_repr(self) -> str:
+        masked = ", ".join(self.masks) or "none"
+        return f"{super().extra_repr()}, masked={masked}"
+
+
+class MaskedRNN(_MaskedMixin, nn.RNN):
+    """``torch.nn.RNN`` (tanh or relu) with boolean ``hh_mask`` / ``ih_mask``; see module doc."""
+
+
+class MaskedLSTM(_MaskedMixin, nn.LSTM):
+    """``torch.nn.LSTM`` with boolean ``hh_mask`` / ``ih_mask``; see module doc.
+
+    With ``proj_size > 0`` an ``hh_mask`` is ``(H, proj_size)`` or ``(4H, proj_size)``;
+    ``weight_hr`` is not maskable.
+    """
+
+
+class MaskedGRU(_MaskedMixin, nn.GRU):
+    """``torch.nn.GRU`` with boolean ``hh_mask`` / ``ih_mask``; see module doc."""
+
+
+def make_rnn(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.RNNBase:
+    """Build a masked recurrent module by cell name (a key of ``GATES``).
+
+    ``kwargs`` are those of ``torch.nn.RNN/LSTM/GRU`` plus ``hh_mask`` and ``ih_mask``.
+    """
+    if cell not in GATES:
+        raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
+    if cell.startswith("rnn_"):
+        return MaskedRNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
+    module = MaskedLSTM if cell == "lstm" else MaskedGRU
+    return module(input_size, hidden_size, **kwargs)

@@ -1,0 +1,74 @@
+"""The ``graphprior predict`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from graphprior.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs_csv(tmp_path_factory) -> str:
+    """A small table of runs of two cell types whose accuracy follows density."""
+    rng = np.random.default_rng(0)
+    n = 24
+    density = rng.uniform(0.05, 0.5, size=2 * n)
+    frame = pd.DataFrame({
+        "graph_id": [f"g{i}" for i in range(2 * n)],
+        "cell": ["gru"] * n + ["lstm"] * n,
+        "status": "done",
+        "nodes": rng.uniform(10, 50, size=2 * n),
+        "density": density,
+        "test_acc": 0.5 + 0.9 * density + rng.normal(0, 0.01, size=2 * n),
+    })
+    path = tmp_path_factory.mktemp("runs") / "runs.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+FAST = ["--models", "mean,bayesian_ridge", "--folds", "3", "--repeats", "1", "--permutations", "1"]
+
+
+def test_predict_writes_the_report(runs_csv, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["predict", runs_csv, "-o", str(out), "--by", "cell",
+                                       "--study-protocol", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "gru: best bayesian_ridge" in result.output
+    assert {p.name for p in out.iterdir()} == {
+        "report.md", "report.json", "predicted_vs_actual.png", "importances.png", "ablations.png"}
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["features"] == ["nodes", "density"]
+    assert set(figures["best_model"]) == {"gru", "lstm", "pooled"}
+    assert figures["sizes"]["pooled"] == {"rows": 48, "groups": 48}
+
+
+def test_predict_by_none_evaluates_only_the_pooled_table(runs_csv, tmp_path):
+    result = CliRunner().invoke(main, ["predict", runs_csv, "-o", str(tmp_path), "--by", "none", *FAST])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "report.json").read_text())["best_model"]) == {"pooled"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--models", "mean,xgboost"], "allowed: bayesian_ridge"),
+    (["--target", "accuracy"], "target: column 'accuracy' not in the table"),
+    (["--features", "nodes,girth"], "girth"),
+    (["--folds", "30"], "too few groups"),
+])
+def test_predict_bad_options_give_one_clear_error(runs_csv, tmp_path, options, message):
+    result = CliRunner().invoke(main, ["predict", runs_csv, "-o", str(tmp_path), *FAST, *options])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_predict_help_explains_every_option():
+    result = CliRunner().invoke(main, ["predict", "--help"])
+    assert result.exit_code == 0
+    for option in ("--output", "--by", "--target", "--features", "--models", "--folds", "--repeats",
+                   "--seed", "--study-protocol", "--learned-threshold", "--permutations", "--jobs"):
+        assert option in result.output

@@ -1,0 +1,137 @@
+"""Results store: inserts, resume semantics, format errors, concurrent readers, table export."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphprior.store import SCHEMA_VERSION, ResultsStore, RunRecord, StoreError, export_table, read_table
+
+
+def record(i: int, status: str = "done", **changes) -> RunRecord:
+    values = dict(
+        run_id=f"run{i:04d}", graph_id=f"g{i // 2}", seed=i, status=status,
+        config={"generator": "watts_strogatz", "params": {"n": 10 + i}},
+        flat={"generator": "watts_strogatz", "n": 10 + i, "cell": "lstm" if i % 2 else "gru"},
+        reason=None if status == "done" else "ValueError: boom",
+        metrics={"test_acc": 0.5 + i / 1000, "test_loss": 0.7} if status == "done" else {},
+        history=[{"epoch": 1, "test_acc": 0.5}] if status == "done" else [],
+        features={"density": 0.25, "n": 99.0}, seconds=1.5 + i, versions={"torch": "x"},
+    )
+    values.update(changes)
+    return RunRecord(**values)
+
+
+def test_add_and_read_back(tmp_path):
+    path = tmp_path / "new folder" / "r.db"
+    with ResultsStore(path) as store:
+        assert store.add(record(0)) and store.add(record(1)) and store.add(record(2, "failed"))
+        assert store.counts() == {"done": 2, "failed": 1}
+        assert store.mean_seconds() == pytest.approx(2.0)
+        stored = {r.run_id: r for r in store.records()}
+    assert stored["run0001"] == record(1)
+    table = read_table(path)
+    assert list(table.columns[:4]) == ["run_id", "graph_id", "status", "reason"]
+    row = table.set_index("run_id").loc["run0001"]
+    assert (row.cell, row.n, row.test_acc, row.seconds) == ("lstm", 11, 0.501, 2.5)
+    assert list(table.columns[4:7]) == ["generator", "n", "cell"]  # config columns in config order
+    # a feature whose name collides with a config column keeps both
+    assert row.feature_n == 99.0 and row.density == 0.25
+    assert table.set_index("run_id").loc["run0002", "reason"] == "ValueError: boom"
+
+
+def test_done_is_never_overwritten_failed_is_replaced(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.add(record(0))
+        assert not store.add(record(0, seconds=99.0))
+        store.add(record(1, "failed"))
+        assert store.add(record(1))
+        assert store.statuses() == {"run0000": "done", "run0001": "done"}
+        assert [r.seconds for r in store.records() if r.run_id == "run0000"] == [1.5]
+
+
+def test_non_finite_metrics_are_stored_as_null(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultsStore(path) as store:
+        store.add(record(0, "failed", metrics={"test_loss": math.nan}, history=[{"loss": math.inf}]))
+    assert pd.isna(read_table(path).loc[0, "test_loss"])
+
+
+def test_not_a_store_and_newer_schema_errors(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_text("hello, this is not sqlite " * 100)
+    with pytest.raises(StoreError, match="notes.db is not a graphprior results store"):
+        ResultsStore(text)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE people (name TEXT)")
+    with pytest.raises(StoreError, match="other.db is not a graphprior results store"):
+        read_table(other)
+    newer = tmp_path / "newer.db"
+    ResultsStore(newer).close()
+    with sqlite3.connect(newer) as connection:
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}; this graphprior reads up to "
+                                         f"{SCHEMA_VERSION}: upgrade graphprior"):
+        ResultsStore(newer)
+    with pytest.raises(StoreError, match="no such results store"):
+        read_table(tmp_path / "missing.db")
+    with pytest.raises(StoreError, match="is a directory"):
+        ResultsStore(tmp_path)
+
+
+def test_concurrent_reader_while_writing(tmp_path):
+    path = tmp_path / "r.db"
+    ResultsStore(path).close()
+    seen: list[int] = []
+    failures: list[BaseException] = []
+
+    def read_repeatedly():
+        try:
+            for _ in range(30):
+                seen.append(len(read_table(path)))
+        except BaseException as error:  # noqa: BLE001 -- reported below
+            failures.append(error)
+
+    reader = threading.Thread(target=read_repeatedly)
+    with ResultsStore(path) as store:
+        reader.start()
+        for i in range(60):
+            store.add(record(i))
+        reader.join()
+    assert not failures
+    assert seen == sorted(seen) and 0 <= seen[0] and seen[-1] <= 60
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def nulls_as_none(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSV cannot tell None from NaN: compare missing values as None."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+@settings(max_examples=10, deadline=None)
+@given(statuses=st.lists(st.sampled_from(["done", "failed"]), min_size=1, max_size=8))
+def test_export_round_trips_csv_and_parquet(tmp_path_factory, statuses):
+    folder = tmp_path_factory.mktemp("export")
+    with ResultsStore(folder / "r.db") as store:
+        for i, status in enumerate(statuses):
+            store.add(record(i, status))
+    table = read_table(folder / "r.db")
+    assert len(table) == len(statuses) and table.run_id.is_unique
+    for name in ("t.csv", "t.parquet"):
+        export_table(folder / "r.db", folder / name)
+        back = pd.read_csv(folder / name) if name.endswith(".csv") else pd.read_parquet(folder / name)
+        pd.testing.assert_frame_equal(nulls_as_none(back), nulls_as_none(table), check_dtype=False)
+
+
+def test_export_rejects_unknown_suffix(tmp_path):
+    ResultsStore(tmp_path / "r.db").close()
+    with pytest.raises(ValueError, match=r"output must end in .csv, .parquet or .pq, got 't.xlsx'"):
+        export_table(tmp_path / "r.db", tmp_path / "t.xlsx")

@@ -1,0 +1,228 @@
+"""Heads and the training loop: true last step, both tasks, failure, determinism."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+from torch import nn
+
+from rnn_models.masked import make_rnn
+from rnn_models.train import (
+    NextSymbolModel,
+    SequenceClassifier,
+    TrainConfig,
+    _batches,
+    fit,
+    task_accuracy,
+    task_loss,
+)
+
+VOCAB = 4
+
+
+@dataclass
+class Toy:
+    """The tensor attributes of reber.tasks.EncodedDataset, from random symbols."""
+
+    task: str
+    inputs: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+def random_symbols(n: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One-hot inputs (zero after each end), indices (-1 after the end) and lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, steps + 1, (n,), generator=gen)
+    indices = torch.randint(0, VOCAB, (n, steps), generator=gen)
+    indices[torch.arange(steps) >= lengths.unsqueeze(1)] = -1
+    inputs = torch.zeros(n, steps, VOCAB)
+    valid = indices >= 0
+    inputs[valid] = nn.functional.one_hot(indices[valid], VOCAB).float()
+    return inputs, indices, lengths
+
+
+def classify_data(n: int, seed: int) -> Toy:
+    """Label: the sequence's last symbol is 0 (only readable at the true last step)."""
+    inputs, indices, lengths = random_symbols(n, 8, seed)
+    last = indices.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+    return Toy("classify", inputs, lengths, (last == 0).float())
+
+
+def next_symbol_data(n: int, seed: int) -> Toy:
+    """After symbol s the symbols s+1 and s+2 (mod V) may follow; the first step is unscored."""
+    inputs, indices, lengths = random_symbols(n, 6, seed)
+    targets = torch.zeros(n, 6, VOCAB)
+    valid = indices >= 0
+    for shift in (1, 2):
+        targets[valid] += nn.functional.one_hot((indices[valid] + shift) % VOCAB, VOCAB).float()
+    weights = valid.float()
+    weights[:, 0] = 0.0
+    return Toy("next_symbol", inputs, lengths, targets, weights)
+
+
+def classifier(seed: int = 0, cell: str = "lstm", **kwargs) -> SequenceClassifier:
+    torch.manual_seed(seed)
+    return SequenceClassifier(make_rnn(cell, VOCAB, 8, batch_first=True, **kwargs))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_classifier_reads_the_true_last_step(bidirectional):
+    model = classifier(bidirectional=bidirectional).eval()
+    data = classify_data(6, seed=1)
+    garbage = data.inputs + 5.0 * (torch.arange(8) >= data.lengths.unsqueeze(1)).unsqueeze(2).float()
+    with torch.no_grad():
+        logits = model(data.inputs, data.lengths)
+        torch.testing.assert_close(model(garbage, data.lengths), logits)
+        for b, n in enumerate(data.lengths.tolist()):
+            alone = model(data.inputs[b:b + 1, :n], data.lengths[b:b + 1])
+            torch.testing.assert_close(alone, logits[b:b + 1])
+
+
+def test_classifier_on_time_major_rnn_matches_batch_first():
+    torch.manual_seed(0)
+    time_major = SequenceClassifier(make_rnn("gru", VOCAB, 5))
+    batch_first = SequenceClassifier(make_rnn("gru", VOCAB, 5, batch_first=True))
+    batch_first.load_state_dict(time_major.state_dict())
+    data = classify_data(4, seed=2)
+    expected = batch_first(data.inputs, data.lengths)
+    torch.testing.assert_close(time_major(data.inputs, data.lengths), expected)
+
+
+def test_next_symbol_model_shapes_and_causality():
+    torch.manual_seed(0)
+    model = NextSymbolModel(make_rnn("gru", VOCAB, 6, batch_first=True), VOCAB)
+    data = next_symbol_data(5, seed=3)
+    logits = model(data.inputs, data.lengths)
+    assert logits.shape == (5, 6, VOCAB)
+    changed = data.inputs.clone()
+    changed[:, 3:] = 7.0  # later steps cannot change earlier predictions
+    torch.testing.assert_close(model(changed, data.lengths)[:, :3], logits[:, :3])
+    with pytest.raises(ValueError, match="unidirectional"):
+        NextSymbolModel(make_rnn("gru", VOCAB, 6, bidirectional=True), VOCAB)
+
+
+def test_fit_learns_classification_and_reports_history():
+    config = TrainConfig(lr=0.05, batch_size=16, epochs=6, clip=5.0)
+    history = fit(classifier(), classify_data(192, seed=4), classify_data(64, seed=5), config)
+    assert history.status == "done" and history.reason == ""
+    assert [e["epoch"] for e in history.epochs] == list(range(1, 7))
+    assert history.final == history.epochs[-1]
+    assert set(history.final) == {"epoch", "train_loss", "test_loss", "test_acc"}
+    assert history.final["test_acc"] > 0.9
+    assert history.epochs[-1]["test_loss"] < history.epochs[0]["test_loss"]
+    assert history.seconds > 0
+
+
+def test_fit_next_symbol_with_weights_and_custom_metric():
+    train, test = next_symbol_data(128, seed=6), next_symbol_data(48, seed=7)
+    seen = {}
+
+    def scored_accuracy(logits, targets, lengths):
+        seen["shape"] = tuple(logits.shape)
+        return task_accuracy("next_symbol", logits, targets, lengths, test.weights)
+
+    torch.manual_seed(0)
+    model = NextSymbolModel(make_rnn("lstm", VOCAB, 8, batch_first=True), VOCAB)
+    history = fit(model, train, test, TrainConfig(lr=0.05, batch_size=16, epochs=5),
+                  metrics={"scored_accuracy": scored_accuracy})
+    assert seen["shape"] == (48, 6, VOCAB)  # whole test set, dataset order, full length
+    assert history.final["scored_accuracy"] == history.final["test_acc"]
+    assert history.final["test_acc"] > 0.9
+
+
+def test_fit_is_deterministic_for_a_seed():
+    train, test = classify_data(64, seed=8), classify_data(32, seed=9)
+    config = TrainConfig(batch_size=16, epochs=2, lr=0.01)
+    models = [classifier(seed=3, num_layers=2, dropout=0.3) for _ in range(3)]  # dropout draws
+    first = fit(models[0], train, test, config)
+    second = fit(models[1], train, test, config)
+    other = fit(models[2], train, test, replace(config, seed=1))
+    assert first == second
+    assert first.epochs != other.epochs
+
+
+def test_nan_loss_fails_cleanly():
+    train = classify_data(32, seed=10)
+    train.inputs[3, 0, 0] = math.nan
+    history = fit(classifier(), train, classify_data(8, seed=11), TrainConfig(batch_size=8, epochs=3))
+    assert history.status == "failed"
+    assert "non-finite training loss" in history.reason and "epoch 1" in history.reason
+    assert history.epochs == [] and history.final == {}
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    config = TrainConfig(optimizer="sgd", lr=1e-30, batch_size=16, epochs=10, patience=2)
+    history = fit(classifier(), classify_data(32, seed=12), classify_data(16, seed=13), config)
+    assert history.status == "done"
+    assert len(history.epochs) == 3 and "early stop after epoch 3" in history.reason
+
+
+def test_gradient_clipping_bounds_each_step():
+    model = classifier()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    config = TrainConfig(optimizer="sgd", lr=1.0, batch_size=16, epochs=1, clip=1e-4)
+    fit(model, classify_data(32, seed=14), classify_data(8, seed=15), config)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert 0 < float((after - before).norm()) <= 2 * 1e-4 * (1 + 1e-5)  # two batches
+
+
+def test_loss_and_accuracy_ignore_pads_and_unscored_steps():
+    data = next_symbol_data(4, seed=16)
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, VOCAB)
+    changed = logits.clone()
+    unscored = data.weights == 0
+    changed[unscored] = 100.0
+    args = ("next_symbol", data.targets, data.lengths, data.weights)
+    assert torch.equal(task_loss(args[0], changed, *args[1:]), task_loss(args[0], logits, *args[1:]))
+    assert task_accuracy(args[0], changed, *args[1:]) == task_accuracy(args[0], logits, *args[1:])
+
+
+def test_next_symbol_accuracy_ranks_allowed_above_disallowed():
+    targets = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    logits = torch.tensor([[[2.0, 0.5, 0.4], [3.0, 1.0, -1.0], [0.0, 0.0, 0.0]]])
+    # step 0: allowed {0, 1} both above 0.4 -> right; step 1: 0 outranks allowed 1 -> wrong;
+    # step 2: nothing allowed -> not scored
+    assert task_accuracy("next_symbol", logits, targets, torch.tensor([3])) == 0.5
+    assert task_accuracy("classify", torch.tensor([0.3, -2.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]),
+                         torch.tensor([1, 1, 1])) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_batches_cover_every_sequence_once(bucket):
+    lengths = torch.tensor([5, 1, 3, 5, 2, 4, 1, 3, 2, 4, 5])
+    batches = _batches(lengths, 3, bucket, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(11))
+    if bucket:  # batches are runs of the length-sorted order
+        spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches)
+        assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("optimizer", "lbfgs", "optimizer must be one of"),
+    ("lr", 0.0, "lr must be > 0"),
+    ("batch_size", 0, "batch_size must be >= 1"),
+    ("epochs", 0, "epochs must be >= 1"),
+    ("clip", -1.0, "clip must be None or > 0"),
+    ("patience", 0, "patience must be None or >= 1"),
+    ("momentum", 1.0, "momentum must be in"),
+    ("device", "gpu0", "device must be a torch device"),
+])
+def test_config_rejects_bad_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_fit_rejects_malformed_data():
+    good = classify_data(8, seed=17)
+    with pytest.raises(ValueError, match="train.task must be one of"):
+        fit(classifier(), replace(good, task="regress"), good, TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match=r"test.targets must have shape \(8,\)"):
+        fit(classifier(), good, replace(good, targets=torch.zeros(8, 2)), TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="share a task"):
+        fit(classifier(), good, next_symbol_data(8, seed=18), TrainConfig(epochs=1))
