@@ -51,11 +51,6 @@ def _paired(ours: CVResult, theirs: CVResult) -> tuple[float, float, float]:
     return float(difference.mean()), float(difference.std(ddof=1)), float((difference > 0).mean())
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    return header + "\n".join("| " + " | ".join(map(str, row)) + " |" for row in frame.to_numpy())
-
-
 def main() -> None:
     args = _arguments()
     if not args.reference.is_dir():
@@ -90,10 +85,10 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(f"## Study tables: single split vs {args.folds}-fold x {repeats} grouped CV "
           f"(seed {args.seed}, {seconds:.0f} s)\n")
-    print(_markdown(pd.DataFrame(headline_rows)))
+    print(pd.DataFrame(headline_rows).to_markdown(index=False))
     print("\n## R² (mean ± std over folds) of every model, same splits\n")
     every = pd.DataFrame(all_rows).rename_axis("model").reset_index()
-    print(_markdown(every))
+    print(every.to_markdown(index=False))
     beaten = np.mean([float(r[f"{HEADLINE} / study best"]) > 1 for r in headline_rows])
     print(f"\n{HEADLINE} beats the study's best regressor on {beaten:.0%} of cell types.")
 

@@ -124,12 +124,7 @@ def _cell(summary: dict[str, dict[str, float]], metric: str) -> str:
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
+    return [pd.DataFrame(list(rows), columns=list(header)).to_markdown(index=False), ""]
 
 
 def _comparison_section(report: Report) -> list[str]:

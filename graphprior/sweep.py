@@ -123,24 +123,82 @@ def run_one(config: RunConfig) -> RunRecord:
     the wall-clock and CPU time of training and evaluation (CPU time stays meaningful on a
     busy machine); ``seconds`` of the record is the whole run.
     """
-    import torch
-
     from rnn_models.train import fit
 
     start = time.perf_counter()
+    built = _build_run(config)
+    cpu_start = time.process_time()
+    history = fit(built.model, built.train, built.test, train_config(config))
+    cpu_seconds = time.process_time() - cpu_start
+    return _finish(built, history, cpu_seconds, seconds=time.perf_counter() - start)
+
+
+def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[RunRecord]:
+    """The ensemble group trainer: the group's runs trained at once where they fit together.
+
+    Runs whose models share cell type, mapping and hidden size go through one call of
+    ``rnn_models.ensemble.fit_ensemble`` (which picks the fastest strategy, ``"auto"``, or
+    the one given); the records equal those of :func:`run_one` up to float tolerance. CPU
+    and wall seconds of a shared call are split evenly among its models.
+    """
+    from rnn_models.ensemble import fit_ensemble
+
+    records: dict[str, RunRecord] = {}
+    subgroups: dict[tuple, list[_BuiltRun]] = {}
+    for config in configs:
+        start = time.perf_counter()
+        try:
+            built = _build_run(config)
+        except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
+            records[config.run_id] = _failure(config, error, time.perf_counter() - start)
+            continue
+        key = (config.cell, config.mapping, built.graphs[0].vcount())
+        subgroups.setdefault(key, []).append(built)
+    for members in subgroups.values():
+        start, cpu_start = time.perf_counter(), time.process_time()
+        try:
+            histories = fit_ensemble([m.model for m in members], members[0].train, members[0].test,
+                                     train_config(members[0].config), strategy=strategy)
+        except Exception as error:  # noqa: BLE001
+            seconds = (time.perf_counter() - start) / len(members)
+            records.update({m.config.run_id: _failure(m.config, error, seconds) for m in members})
+            continue
+        cpu_share = (time.process_time() - cpu_start) / len(members)
+        wall_share = (time.perf_counter() - start) / len(members)
+        for member, history in zip(members, histories):
+            records[member.config.run_id] = _finish(member, history, cpu_share, seconds=wall_share)
+    return [records[config.run_id] for config in configs]
+
+
+@dataclass(frozen=True)
+class _BuiltRun:
+    """A run made ready to train: its config, graphs, datasets and untrained model."""
+
+    config: RunConfig
+    graphs: list[Any]
+    train: Any
+    test: Any
+    model: Any
+
+
+def _build_run(config: RunConfig) -> _BuiltRun:
+    """Graphs, datasets and the seeded, prior-initialized model of a run."""
+    import torch
+
     graphs = prior_graphs(config)
     train, test = task_data(config.task)
     torch.manual_seed(config.seed)
     model = build_model(config, graphs, vocabulary_size=train.inputs.shape[-1], task=train.task)
-    cpu_start = time.process_time()
-    history = fit(model, train, test, train_config(config))
-    cpu_seconds = time.process_time() - cpu_start
+    return _BuiltRun(config, graphs, train, test, model)
+
+
+def _finish(built: _BuiltRun, history: Any, cpu_seconds: float, seconds: float) -> RunRecord:
+    """The record of a trained run: outcome, metrics, per-epoch history and features."""
     status, reason = _outcome(history)
-    features = structural_features(graphs)
     metrics = {**history.final, "fit_seconds": history.seconds, "cpu_seconds": cpu_seconds}
     return _record(
-        config, status, reason, seconds=time.perf_counter() - start, metrics=metrics,
-        history=list(history.epochs), features=features,
+        built.config, status, reason, seconds=seconds, metrics=metrics,
+        history=list(history.epochs), features=structural_features(built.graphs),
     )
 
 
@@ -167,8 +225,13 @@ def guarded(run_fn: RunFn, config: RunConfig) -> RunRecord:
     try:
         return run_fn(config)
     except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:_REASON_CHARS]
-        return _record(config, "failed", reason, seconds=time.perf_counter() - start)
+        return _failure(config, error, time.perf_counter() - start)
+
+
+def _failure(config: RunConfig, error: Exception, seconds: float) -> RunRecord:
+    """A failed record naming the exception that ended the run."""
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:_REASON_CHARS]
+    return _record(config, "failed", reason, seconds=seconds)
 
 
 def run_group(configs: Sequence[RunConfig], run_fn: RunFn = run_one) -> list[RunRecord]:
@@ -222,17 +285,20 @@ def run_sweep(
     limit: int | None = None,
     retry_failed: bool = False,
     group_size: int = 1,
-    group_fn: Callable[[Sequence[RunConfig]], list[RunRecord]] = run_group,
+    group_fn: Callable[[Sequence[RunConfig]], list[RunRecord]] | None = None,
     executor: Executor | None = None,
     progress: bool = True,
 ) -> SweepSummary:
     """Run every pending run of ``spec`` and store one record per run in ``store``.
 
     ``limit`` runs a seeded sample of that many runs of the spec (resuming within it).
-    ``group_fn`` trains one group of runs (default: one after another) and must be
-    picklable for the process and Ray backends.
+    Runs sharing cell, node count, task, training settings and seed are sent to a worker
+    in groups of up to ``group_size``; ``group_fn`` trains one group and must be picklable
+    for the process and Ray backends (default: :func:`run_ensemble` for groups, which
+    trains compatible runs as one ensemble where that is faster, else :func:`run_group`).
     """
     spec = validate_spec(spec)
+    group_fn = group_fn or (run_ensemble if group_size > 1 else run_group)
     runs = sample_runs(expand(spec), limit, seed=spec.seed)
     executor = executor or make_executor(backend, workers=workers, address=address)
     start = time.perf_counter()

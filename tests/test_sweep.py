@@ -200,3 +200,32 @@ def test_per_gate_layout_draws_one_graph_per_gate():
     mask = build_model(config, graphs, vocabulary_size=7, task="classify").rnn.masks["weight_hh_l0"]
     blocks = mask.reshape(4, 10, 10)
     assert all(blocks[i].equal(recurrent_mask(g)) for i, g in enumerate(graphs))
+
+
+@pytest.mark.parametrize("strategy", ["batched", "auto"])
+def test_ensemble_group_trainer_matches_runs_one_by_one(strategy):
+    """Runs trained together as an ensemble get the records they get alone (float tolerance);
+    a run whose graph cannot be drawn fails on its own."""
+    from graphprior.sweep import run_ensemble
+
+    configs = expand(tiny_spec())
+    together = run_ensemble(configs, strategy=strategy)
+    assert [r.run_id for r in together] == [c.run_id for c in configs]
+    for config, record in zip(configs, together):
+        alone = run_one(config) if config.params["k"] == 2 else guarded(run_one, config)
+        assert (record.status, record.reason) == (alone.status, alone.reason)
+        if record.status != "done":
+            assert record.reason.startswith("ValueError: k must be even")
+            continue
+        assert record.features == pytest.approx(alone.features, nan_ok=True)
+        for key, value in alone.metrics.items():
+            if not key.endswith("seconds"):
+                assert record.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        assert len(record.history) == len(alone.history)
+
+
+def test_groups_default_to_the_ensemble_trainer(tmp_path):
+    store = tmp_path / "r.db"
+    summary = run_sweep(tiny_spec(), store, backend="serial", group_size=8, progress=False)
+    assert (summary.done, summary.failed) == (4, 2)
+    assert read_table(store).run_id.is_unique
