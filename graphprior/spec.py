@@ -517,9 +517,11 @@ class RunConfig(_Strict):
 
     def group_key(self) -> tuple:
         """Runs with equal keys could be trained together by one batched group trainer
-        (same cell, mapping, node count, task, training settings and seed, so the same
-        batch order); a trainer must still check the models it gets are compatible."""
-        return (self.cell, self.mapping, self.params.get("n"), self.task, self.train, self.seed)
+        (same cell, mapping, task, training settings and seed, so the same batch order;
+        for the recurrent mapping also the node count, the hidden size); a trainer must
+        still check the models it gets are compatible."""
+        size = self.params.get("n") if self.mapping == "recurrent" else None
+        return (self.cell, self.mapping, size, self.task, self.train, self.seed)
 
     def flat(self) -> dict[str, Any]:
         """Flat columns for the results table (graph parameters keep their own names)."""

@@ -136,13 +136,13 @@ def run_one(config: RunConfig) -> RunRecord:
 def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[RunRecord]:
     """The ensemble group trainer: the group's runs trained at once where they fit together.
 
-    Runs whose models share cell type, mapping and hidden size go through one call of
-    ``rnn_models.ensemble.fit_ensemble`` (which picks the fastest strategy, ``"auto"``, or
-    the one given); the records equal those of :func:`run_one` up to float tolerance. CPU
-    and wall seconds of a shared call are split evenly among its models.
+    Runs whose models share cell type and hidden size go through one call of
+    ``rnn_models.ensemble.fit_ensemble``; layered runs of one cell type (any DAG shape)
+    through one call of ``rnn_models.ensemble_layered.fit_layered_ensemble``. Each picks
+    the fastest strategy (``"auto"``) or uses the one given; the records equal those of
+    :func:`run_one` up to float tolerance. CPU and wall seconds of a shared call are split
+    evenly among its models.
     """
-    from rnn_models.ensemble import fit_ensemble
-
     records: dict[str, RunRecord] = {}
     subgroups: dict[tuple, list[_BuiltRun]] = {}
     for config in configs:
@@ -152,13 +152,13 @@ def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[R
         except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
             records[config.run_id] = _failure(config, error, time.perf_counter() - start)
             continue
-        key = (config.cell, config.mapping, built.graphs[0].vcount())
+        size = built.graphs[0].vcount() if config.mapping == "recurrent" else None
+        key = (config.cell, config.mapping, size)
         subgroups.setdefault(key, []).append(built)
     for members in subgroups.values():
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
-            histories = fit_ensemble([m.model for m in members], members[0].train, members[0].test,
-                                     train_config(members[0].config), strategy=strategy)
+            histories = _fit_together(members, strategy)
         except Exception as error:  # noqa: BLE001
             seconds = (time.perf_counter() - start) / len(members)
             records.update({m.config.run_id: _failure(m.config, error, seconds) for m in members})
@@ -168,6 +168,17 @@ def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[R
         for member, history in zip(members, histories):
             records[member.config.run_id] = _finish(member, history, cpu_share, seconds=wall_share)
     return [records[config.run_id] for config in configs]
+
+
+def _fit_together(members: Sequence["_BuiltRun"], strategy: str) -> list[Any]:
+    """One ensemble fit of compatible built runs: their histories, in order."""
+    from rnn_models.ensemble import fit_ensemble
+    from rnn_models.ensemble_layered import fit_layered_ensemble
+
+    first = members[0]
+    fit_all = fit_layered_ensemble if first.config.mapping == "layered" else fit_ensemble
+    return fit_all([m.model for m in members], first.train, first.test, train_config(first.config),
+                   strategy=strategy)
 
 
 @dataclass(frozen=True)

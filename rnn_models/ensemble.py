@@ -14,8 +14,9 @@ recurrence runs in one of two ways:
 * ``"fused"``: one torch recurrent kernel (oneDNN / cuDNN) of hidden size K*H whose
   weights are assembled block-diagonally from the compact ones on every forward; it does
   K times the arithmetic.
-* ``"batched"``: a time loop of batched matrix products over the model axis
-  (``torch.baddbmm``); no wasted arithmetic, more calls per step.
+* ``"batched"``: ``rnn_models.batched.batched_recurrence``, a time loop of batched
+  matrix products over the model axis with hand-written backpropagation through time; no
+  wasted arithmetic, more calls per step.
 
 Whether training together pays depends on size: on a CPU it does for several small models
 on small batches, where each model's own kernels are call-bound; with batches of 128 the
@@ -42,21 +43,21 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.functional import relu
 
+from rnn_models.batched import batched_recurrence
 from rnn_models.masked import GATES
 from rnn_models.train import (
     History,
     Metric,
     NextSymbolModel,
+    PreparedData,
     SequenceClassifier,
     TrainConfig,
-    _batches,
-    _Data,
-    _prepare,
-    _slice,
+    batches,
     fit,
-    task_accuracy,
+    prepare_data,
+    score_logits,
+    slice_batch,
     task_loss,
 )
 
@@ -76,10 +77,11 @@ def choose_strategy(num_models: int, hidden_size: int, batch_size: int) -> str:
 
     Training together pays only where a model's own kernels are call-bound: many
     (>= ``ENSEMBLE_MIN_MODELS``) small models (H <= ``ENSEMBLE_MAX_HIDDEN``) on small
-    batches (<= ``ENSEMBLE_MAX_BATCH``); there ``"batched"`` wins (1.25-3x measured).
-    Elsewhere torch's fused per-model kernel is already efficient and ``"separate"`` is
-    fastest. ``"fused"`` (block-diagonal, K times the arithmetic) never won clearly on
-    CPU and is kept for accelerators and comparison.
+    batches (<= ``ENSEMBLE_MAX_BATCH``); there ``"batched"`` wins (1.2-2.7x measured).
+    Elsewhere the gain is small or negative (1.2-1.3x for K=32, H=32 at batch 128, within
+    the noise of a shared machine; below 1x for K < 16 or H = 128) and ``"separate"`` is
+    kept. ``"fused"`` (block-diagonal, K times the arithmetic) wins only for a few small
+    models and is kept for accelerators and comparison.
     """
     many = num_models >= ENSEMBLE_MIN_MODELS
     small = hidden_size <= ENSEMBLE_MAX_HIDDEN and batch_size <= ENSEMBLE_MAX_BATCH
@@ -193,32 +195,12 @@ class EnsembleRNN(nn.Module):
         return layer_input
 
     def _batched_layer(self, layer: int, inputs: torch.Tensor) -> torch.Tensor:
-        """One layer for all models; ``inputs`` is ``(B, T, in)`` (shared) or ``(K, B, T, in)``.
-
-        The input projection is done step by step (a second small ``baddbmm``) rather than
-        for the whole sequence at once: a ``(T, K, B, G*H)`` tensor costs more in memory
-        traffic than the calls it saves.
-        """
-        w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-        b_ih, b_hh = getattr(self, f"bias_ih_l{layer}", None), getattr(self, f"bias_hh_l{layer}", None)
-        k = self.num_models
+        """One layer for all models; ``inputs`` is ``(B, T, in)`` (shared) or ``(K, B, T, in)``."""
         if inputs.dim() == 3:  # layer 0: every model reads the same input
-            inputs = inputs.unsqueeze(0).expand(k, -1, -1, -1)
-        batch = inputs.shape[1]
-        if b_ih is None:
-            b_ih = b_hh = inputs.new_zeros(k, self.gates * self.hidden_size)
-        if self.cell != "gru":  # GRU keeps b_hn inside the reset gate's product
-            b_ih, b_hh = b_ih + b_hh, None
-        b_ih = b_ih.unsqueeze(1).expand(k, batch, -1)
-        b_hh = None if b_hh is None else b_hh.unsqueeze(1).expand(k, batch, -1)
-        step = {"lstm": _lstm_step, "gru": _gru_step, "rnn_tanh": _tanh_step, "rnn_relu": _relu_step}[self.cell]
-        w_ih_t, w_hh_t = w_ih.transpose(1, 2), w_hh.transpose(1, 2)
-        state = inputs.new_zeros(k, batch, self.hidden_size)
-        cell_state, outputs = state, []
-        for x_t in inputs.unbind(2):
-            state, cell_state = step(torch.baddbmm(b_ih, x_t, w_ih_t), state, cell_state, w_hh_t, b_hh)
-            outputs.append(state)
-        return torch.stack(outputs, dim=2)
+            inputs = inputs.unsqueeze(0).expand(self.num_models, -1, -1, -1)
+        return batched_recurrence(
+            self.cell, inputs, getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
+            getattr(self, f"bias_ih_l{layer}", None), getattr(self, f"bias_hh_l{layer}", None))
 
     # -- per-model bookkeeping -----------------------------------------------------------
 
@@ -243,30 +225,6 @@ class EnsembleRNN(nn.Module):
             with torch.no_grad():
                 for name in self.weight_names:
                     getattr(rnns[k], name).copy_(getattr(self, name)[k])
-
-
-def _lstm_step(x_t, h, c, w_t, b_rec):
-    gates = torch.baddbmm(x_t, h, w_t)
-    i, f, g, o = gates.chunk(4, dim=2)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def _gru_step(x_t, h, c, w_t, b_rec):
-    recurrent = torch.bmm(h, w_t) if b_rec is None else torch.baddbmm(b_rec, h, w_t)
-    x_r, x_z, x_n = x_t.chunk(3, dim=2)
-    h_r, h_z, h_n = recurrent.chunk(3, dim=2)
-    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    return n + z * (h - n), c
-
-
-def _tanh_step(x_t, h, c, w_t, b_rec):
-    return torch.tanh(torch.baddbmm(x_t, h, w_t)), c
-
-
-def _relu_step(x_t, h, c, w_t, b_rec):
-    return relu(torch.baddbmm(x_t, h, w_t)), c
 
 
 _HEADS = (SequenceClassifier, NextSymbolModel)
@@ -305,8 +263,14 @@ class EnsembleModel(nn.Module):
             last = out.gather(2, index).squeeze(2)
             return (torch.einsum("kbh,koh->kbo", last, self.readout_weight)
                     + self.readout_bias.unsqueeze(1)).squeeze(2)
-        return torch.einsum("kbth,koh->kbto", out, self.readout_weight) + self.readout_bias.view(
-            self.num_models, 1, 1, -1)
+        return self._step_readout(out)
+
+    def _step_readout(self, out: torch.Tensor) -> torch.Tensor:
+        """``(K, B, T, V)`` logits of ``(K, B, T, H)`` outputs: batched products over
+        ``(T, K)``, whose ``(T, K, B, H)`` operand is ``batched_recurrence``'s own layout
+        (a view, no copy)."""
+        logits = torch.matmul(out.permute(2, 0, 1, 3), self.readout_weight.transpose(1, 2))
+        return (logits + self.readout_bias.unsqueeze(1)).permute(1, 2, 0, 3)
 
     def after_step(self, active: torch.Tensor) -> None:
         """Re-zero masked weights and the slices of models no longer trained."""
@@ -387,13 +351,13 @@ class _EnsembleTrainer:
             run = self.runs[k]
             run.status, run.reason, run.seconds = status, reasons[k], seconds
 
-    def train_epoch(self, data: _Data, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    def train_epoch(self, data: PreparedData, epoch: int, generator: torch.Generator) -> torch.Tensor:
         """One pass over the data; returns each active model's mean training loss."""
         self.ensemble.train()
         total = torch.zeros(len(self.models), dtype=torch.float64, device=self.device)
         count = 0
-        for index in _batches(data.lengths, self.config.batch_size, self.config.bucket, generator):
-            batch = _slice(data, index)
+        for index in batches(data.lengths, self.config.batch_size, self.config.bucket, generator):
+            batch = slice_batch(data, index)
             losses = self.batch_losses(batch, epoch)
             if not self.active.any():
                 break
@@ -429,7 +393,7 @@ class _EnsembleTrainer:
             strategy = None
 
     @torch.no_grad()
-    def evaluate(self, data: _Data, strategy: str | None = None) -> list[dict[str, float]]:
+    def evaluate(self, data: PreparedData, strategy: str | None = None) -> list[dict[str, float]]:
         """``fit``'s test scores for every model (computed for all, used for the active);
         re-run with ``"batched"`` when a fused run produced non-finite logits (see
         ``batch_losses``)."""
@@ -437,8 +401,8 @@ class _EnsembleTrainer:
         k = len(self.models)
         shape = (k,) + ((data.lengths.shape[0],) if data.task == "classify" else tuple(data.targets.shape))
         logits = torch.zeros(shape, device=self.device)
-        for index in _batches(data.lengths, self.config.batch_size, self.config.bucket, None):
-            inputs, lengths, _, _ = _slice(data, index)
+        for index in batches(data.lengths, self.config.batch_size, self.config.bucket, None):
+            inputs, lengths, _, _ = slice_batch(data, index)
             index = index.to(self.device)
             out = self.ensemble(inputs, lengths, strategy)
             if data.task == "classify":
@@ -449,11 +413,8 @@ class _EnsembleTrainer:
             return self.evaluate(data, "batched")
         return [self.scores(data, logits[m]) for m in range(k)]
 
-    def scores(self, data: _Data, logits: torch.Tensor) -> dict[str, float]:
-        args = (data.task, logits, data.targets, data.lengths, data.weights)
-        result = {"test_loss": float(task_loss(*args)), "test_acc": task_accuracy(*args)}
-        result.update({name: float(fn(logits, data.targets, data.lengths)) for name, fn in self.metrics.items()})
-        return result
+    def scores(self, data: PreparedData, logits: torch.Tensor) -> dict[str, float]:
+        return score_logits(data, logits, self.metrics)
 
     def record_epoch(self, epoch: int, train_losses: torch.Tensor, scores: list[dict[str, float]]) -> None:
         """Append the epoch to every active run; retire those that failed or stop early."""
@@ -474,7 +435,7 @@ class _EnsembleTrainer:
         if stopped.any():
             self.retire(stopped, "done", reasons)
 
-    def run(self, train: _Data, test: _Data) -> list[History]:
+    def run(self, train: PreparedData, test: PreparedData) -> list[History]:
         torch.manual_seed(self.config.seed)
         generator = torch.Generator().manual_seed(self.config.seed)
         for epoch in range(1, self.config.epochs + 1):
@@ -514,7 +475,7 @@ def fit_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: Tra
     if strategy == "separate":
         return [fit(model, train, test, config, metrics) for model in models]
     device = torch.device(config.device)
-    train_data, test_data = _prepare(train, "train", device), _prepare(test, "test", device)
+    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
     if train_data.task != test_data.task:
         raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
     return _EnsembleTrainer(models, train_data.task, config, strategy, metrics or {}).run(train_data, test_data)

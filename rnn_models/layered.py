@@ -7,6 +7,7 @@ knows no graph library.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnn_models.masked import make_rnn
+from rnn_models.masked import GATES, make_rnn
 
 SequenceBatch = Union[torch.Tensor, PackedSequence]
 
@@ -100,28 +101,63 @@ def validate_structure(structure: LayeredStructure) -> None:
                 )
 
 
-def _add_sequences(a: SequenceBatch, b: SequenceBatch) -> SequenceBatch:
-    """Sum two layer outputs of the same layout (padded tensors or PackedSequences)."""
-    if isinstance(a, PackedSequence):
-        return a._replace(data=a.data + b.data)
-    return a + b
+def _concat_features(parts: list[SequenceBatch]) -> SequenceBatch:
+    """Concatenate layer outputs of the same layout along the feature axis."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], PackedSequence):
+        return parts[0]._replace(data=torch.cat([p.data for p in parts], dim=-1))
+    return torch.cat(parts, dim=-1)
+
+
+def _sum_blocks(output: SequenceBatch, blocks: int, width: int) -> SequenceBatch:
+    """Sum the ``blocks`` consecutive feature blocks of ``width`` units of a fused output."""
+    if blocks == 1:
+        return output
+    if isinstance(output, PackedSequence):
+        return output._replace(data=output.data.unflatten(-1, (blocks, width)).sum(-2))
+    return output.unflatten(-1, (blocks, width)).sum(-2)
+
+
+def _main_state(state: Any, width: int) -> Any:
+    """The main block's part (its first ``width`` units) of a fused layer's final state."""
+    if isinstance(state, tuple):
+        return tuple(s[..., :width] for s in state)
+    return state[..., :width]
+
+
+def block_rows(gates: int, blocks: int, width: int, block: int) -> torch.Tensor:
+    """Row indices of block ``block`` in the gate-stacked weights of a layer holding ``blocks``
+    blocks of ``width`` units each: gate g's rows of the block are
+    ``g * blocks * width + block * width + (0..width-1)``, in gate order."""
+    base = torch.arange(gates).unsqueeze(1) * blocks * width + block * width
+    return (base + torch.arange(width)).flatten()
 
 
 class LayeredRNN(nn.Module):
     """The study's DAG-layered recurrent network, with correct gate tiling.
 
-    One fused masked recurrent layer per DAG layer: layer 0 reads the input (dense input
-    weights), layer ``k`` reads layer ``k-1``'s output sequence through the main-path mask,
-    tiled over the gate blocks. Every skip connection ``s -> t`` is an extra masked
-    recurrent layer of width ``widths[t]`` reading layer ``s``'s output sequence; its output
-    sequence is added to layer ``t``'s before layer ``t`` feeds on. The output is the last
-    layer's sequence (Stier, Darji & Granitzer 2021, arXiv 2107.12917; their code repeated
-    mask rows per gate instead of tiling gate blocks, which we do not copy).
+    In the study every connection into DAG layer ``j`` is its own masked recurrent layer of
+    width ``widths[j]``: the main path from layer ``j-1`` (layer 0 reads the input with dense
+    weights) and every skip connection ``s -> j``; their output sequences are summed into
+    layer ``j``'s output, which the later layers read. Input masks are tiled over the gate
+    blocks (Stier, Darji & Granitzer 2021, arXiv 2107.12917; their code repeated mask rows
+    per gate instead of tiling gate blocks, which we do not copy).
 
-    ``structure.recurrent_masks[k]``, when given, masks the hidden-to-hidden weights of
-    layer ``k`` and of every skip layer into ``k`` (they update the same nodes); otherwise
-    they are dense, as in the study. Inputs are ``(B, T, F)`` with ``batch_first=True``,
-    ``(T, B, F)`` otherwise, or a ``PackedSequence``; states start at zero.
+    Here the ``1 + s_j`` recurrent layers into layer ``j`` (one *block* each, the main path
+    first, then skips by ascending source) run as ONE fused masked recurrent module of
+    hidden size ``(1 + s_j) * widths[j]`` (``self.layers[j]``): its input is the
+    concatenation of the source layers' outputs (in block order), its ``weight_ih`` mask
+    lets block ``b``'s units see only block ``b``'s source through that connection's mask,
+    its ``weight_hh`` mask is block-diagonal, gate blocks tiled as torch stacks them (see
+    ``block_rows``). The blocks never interact, so this computes exactly what the separate
+    layers did, with one kernel call per DAG layer instead of one per connection. Each block
+    is initialised like its own ``torch.nn`` layer of ``widths[j]`` units.
+
+    ``structure.recurrent_masks[j]``, when given, masks the hidden-to-hidden weights of
+    every block into layer ``j`` (they update the same nodes); otherwise they are dense, as
+    in the study. Inputs are ``(B, T, F)`` with ``batch_first=True``, ``(T, B, F)``
+    otherwise, or a ``PackedSequence``; states start at zero.
     """
 
     def __init__(self, structure: LayeredStructure, input_size: int, cell: str = "rnn_tanh",
@@ -131,46 +167,96 @@ class LayeredRNN(nn.Module):
             raise ValueError(f"structure must be a LayeredStructure, got {type(structure).__name__}")
         if input_size < 1:
             raise ValueError(f"input_size must be >= 1, got {input_size}")
+        if cell not in GATES:
+            raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
         self.structure = structure
         self.cell = cell
+        self.input_size = input_size
         self.batch_first = batch_first
-        widths = structure.widths
-        main = {c.target: c for c in structure.connections if not c.is_skip}
-        self.layers = nn.ModuleList(
-            self._layer(input_size if k == 0 else widths[k - 1], widths[k], k,
-                        None if k == 0 else main[k].mask, bias)
-            for k in range(structure.depth)
-        )
-        self.skips = nn.ModuleDict({
-            _skip_name(c): self._layer(widths[c.source], widths[c.target], c.target, c.mask, bias)
-            for c in structure.skip_connections
-        })
+        self.bias = bias
+        self.connections = tuple(
+            tuple(sorted((c for c in structure.connections if c.target == j), key=lambda c: (c.is_skip, c.source)))
+            for j in range(structure.depth))
+        self._sources = tuple((-1,) if j == 0 else tuple(c.source for c in self.connections[j])
+                              for j in range(structure.depth))
+        self.layers = nn.ModuleList(self._fused_layer(j) for j in range(structure.depth))
 
     @property
     def output_size(self) -> int:
         """Features per step of the output sequence: the last layer's width."""
         return self.structure.widths[-1]
 
-    def _layer(self, in_size: int, width: int, target: int, ih_mask: torch.Tensor | None,
-               bias: bool) -> nn.RNNBase:
+    @property
+    def gates(self) -> int:
+        return GATES[self.cell]
+
+    def block_sources(self, layer: int) -> tuple[int, ...]:
+        """DAG layer each block of ``layers[layer]`` reads, in block order (-1: the input)."""
+        return self._sources[layer]
+
+    def block_slices(self, layer: int, block: int) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Where one block lives in ``layers[layer]``'s weights: for every weight and bias
+        name, an index such that ``tensor[index]`` is the block's own recurrent layer's
+        tensor (``weight_ih_l0`` ``(G*w, in_b)``, ``weight_hh_l0`` ``(G*w, w)``, biases
+        ``(G*w,)``), for the parameters, their gradients or their masks alike."""
+        sources = self.block_sources(layer)
+        if not 0 <= block < len(sources):
+            raise ValueError(f"block must be in 0..{len(sources) - 1} for layer {layer}, got {block}")
+        widths = [self.input_size if s < 0 else self.structure.widths[s] for s in sources]
+        width, start = self.structure.widths[layer], sum(widths[:block])
+        rows = block_rows(self.gates, len(sources), width, block)
+        columns = {"weight_ih_l0": torch.arange(start, start + widths[block]),
+                   "weight_hh_l0": torch.arange(block * width, (block + 1) * width)}
+        index: dict[str, tuple[torch.Tensor, ...]] = {
+            name: (rows.unsqueeze(1), cols.unsqueeze(0)) for name, cols in columns.items()}
+        if self.bias:
+            index |= {"bias_ih_l0": (rows,), "bias_hh_l0": (rows,)}
+        return index
+
+    def parameter_count(self) -> int:
+        """Weights and biases of all blocks: what the per-connection layers of the study
+        hold. The off-block entries of the fused weights are structural zeros, not counted."""
+        return sum(
+            torch.broadcast_shapes(*(i.shape for i in index)).numel()
+            for j in range(self.structure.depth) for b in range(len(self.block_sources(j)))
+            for index in self.block_slices(j, b).values()
+        )
+
+    def _fused_layer(self, layer: int) -> nn.RNNBase:
+        """The masked recurrent module of all blocks into ``layer`` (see the class doc)."""
+        width, gates = self.structure.widths[layer], self.gates
+        sources = self.block_sources(layer)
+        blocks = len(sources)
+        in_widths = [self.input_size if s < 0 else self.structure.widths[s] for s in sources]
         recurrent = self.structure.recurrent_masks
-        return make_rnn(self.cell, in_size, width, batch_first=self.batch_first, bias=bias,
-                        ih_mask=ih_mask, hh_mask=None if recurrent is None else recurrent[target])
+        unit_hh = torch.ones(width, width, dtype=torch.bool) if recurrent is None else recurrent[layer]
+        ih_mask = torch.zeros(gates * blocks * width, sum(in_widths), dtype=torch.bool)
+        hh_mask = torch.zeros(gates * blocks * width, blocks * width, dtype=torch.bool)
+        for b in range(blocks):
+            where = self.block_slices(layer, b)
+            conn = None if layer == 0 else self.connections[layer][b].mask
+            ih_mask[where["weight_ih_l0"]] = True if conn is None else conn.repeat(gates, 1)
+            hh_mask[where["weight_hh_l0"]] = unit_hh.repeat(gates, 1)
+        module = make_rnn(self.cell, sum(in_widths), blocks * width, batch_first=self.batch_first, bias=self.bias,
+                          ih_mask=None if bool(ih_mask.all()) else ih_mask,
+                          hh_mask=None if bool(hh_mask.all()) else hh_mask)
+        bound = 1.0 / math.sqrt(width)  # torch's init of a layer of `width` units
+        with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.uniform_(-bound, bound)
+        module.apply_masks()
+        return module
 
     def forward(self, input: SequenceBatch) -> tuple[SequenceBatch, tuple[Any, ...]]:
         """Return ``(output, states)``: the last layer's output sequence (same layout as
-        ``input``) and the final state of every main-path layer (``(h, c)`` for LSTM)."""
+        ``input``) and the final state of every main-path block (``(h, c)`` for LSTM)."""
         outputs: list[SequenceBatch] = []
         states = []
-        for k, layer in enumerate(self.layers):
-            out, state = layer(input if k == 0 else outputs[-1])
-            for c in self.structure.skip_connections:
-                if c.target == k:
-                    out = _add_sequences(out, self.skips[_skip_name(c)](outputs[c.source])[0])
-            outputs.append(out)
-            states.append(state)
+        for j, layer in enumerate(self.layers):
+            sources = self.block_sources(j)
+            x = input if j == 0 else _concat_features([outputs[s] for s in sources])
+            out, state = layer(x)
+            width = self.structure.widths[j]
+            outputs.append(_sum_blocks(out, len(sources), width))
+            states.append(_main_state(state, width))
         return outputs[-1], tuple(states)
-
-
-def _skip_name(connection: LayerConnection) -> str:
-    return f"{connection.source}_to_{connection.target}"

@@ -152,8 +152,8 @@ class History:
 
 
 @dataclass(frozen=True)
-class _Data:
-    """The tensors of a dataset on the training device."""
+class PreparedData:
+    """The tensors of a dataset on the training device (from ``prepare_data``)."""
 
     task: str
     inputs: torch.Tensor
@@ -162,7 +162,7 @@ class _Data:
     weights: torch.Tensor | None
 
 
-def _prepare(data: Any, name: str, device: torch.device) -> _Data:
+def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
     """Check a dataset object's attributes and move its tensors to ``device`` once."""
     for attr in ("task", "inputs", "lengths", "targets"):
         if not hasattr(data, attr):
@@ -184,13 +184,15 @@ def _prepare(data: Any, name: str, device: torch.device) -> _Data:
     weights = getattr(data, "weights", None) if task == "next_symbol" else None
     if weights is not None and tuple(weights.shape) != (n, steps):
         raise ValueError(f"{name}.weights must have shape {(n, steps)}, got {tuple(weights.shape)}")
-    return _Data(
+    return PreparedData(
         task=task,
         inputs=inputs.to(device, torch.float32),
         lengths=lengths.to(device, torch.int64),
         targets=targets.to(device, torch.float32),
         weights=None if weights is None else weights.to(device, torch.float32),
     )
+
+
 
 
 def _step_weights(lengths: torch.Tensor, steps: int, weights: torch.Tensor | None) -> torch.Tensor:
@@ -226,8 +228,8 @@ def task_accuracy(task: str, logits: torch.Tensor, targets: torch.Tensor, length
     return float(correct.sum()) / max(int(scored.sum()), 1)
 
 
-def _batches(lengths: torch.Tensor, batch_size: int, bucket: bool,
-             generator: torch.Generator | None) -> list[torch.Tensor]:
+def batches(lengths: torch.Tensor, batch_size: int, bucket: bool,
+            generator: torch.Generator | None) -> list[torch.Tensor]:
     """Index batches: shuffled when ``generator`` is given; with ``bucket``, sequences of
     similar length share a batch (ties broken at random) and batch order is shuffled."""
     n = lengths.shape[0]
@@ -240,7 +242,7 @@ def _batches(lengths: torch.Tensor, batch_size: int, bucket: bool,
     return batches
 
 
-def _slice(data: _Data, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def slice_batch(data: PreparedData, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One batch trimmed to its longest sequence: inputs, lengths, targets, weights."""
     index = index.to(data.lengths.device)
     lengths = data.lengths[index]
@@ -251,15 +253,15 @@ def _slice(data: _Data, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, data: _Data, batch_size: int, bucket: bool) -> torch.Tensor:
+def _predict(model: nn.Module, data: PreparedData, batch_size: int, bucket: bool) -> torch.Tensor:
     """Logits for the whole dataset in its original order (next_symbol: padded to full T)."""
     model.eval()
     if data.task == "classify":
         logits = torch.zeros(data.lengths.shape[0], device=data.inputs.device)
     else:
         logits = torch.zeros_like(data.targets)
-    for index in _batches(data.lengths, batch_size, bucket, None):
-        inputs, lengths, _, _ = _slice(data, index)
+    for index in batches(data.lengths, batch_size, bucket, None):
+        inputs, lengths, _, _ = slice_batch(data, index)
         index = index.to(logits.device)
         out = model(inputs, lengths)
         if data.task == "classify":
@@ -269,22 +271,23 @@ def _predict(model: nn.Module, data: _Data, batch_size: int, bucket: bool) -> to
     return logits
 
 
-def _evaluate(model: nn.Module, data: _Data, config: TrainConfig,
-              metrics: dict[str, Metric]) -> dict[str, float]:
-    logits = _predict(model, data, config.batch_size, config.bucket)
+def score_logits(data: PreparedData, logits: torch.Tensor, metrics: dict[str, Metric]) -> dict[str, float]:
+    """One epoch's test scores of a model from its logits on the whole of ``data`` (in the
+    dataset's order, next_symbol padded to full length): ``test_loss``, ``test_acc`` and
+    every callable of ``metrics`` under its name."""
     args = (data.task, logits, data.targets, data.lengths, data.weights)
     result = {"test_loss": float(task_loss(*args)), "test_acc": task_accuracy(*args)}
     result.update({name: float(fn(logits, data.targets, data.lengths)) for name, fn in metrics.items()})
     return result
 
 
-def _train_epoch(model: nn.Module, data: _Data, optimizer: torch.optim.Optimizer,
+def _train_epoch(model: nn.Module, data: PreparedData, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, generator: torch.Generator) -> float:
     """One pass over the training data; returns the mean loss (NaN/inf as soon as one occurs)."""
     model.train()
     total, count = 0.0, 0
-    for index in _batches(data.lengths, config.batch_size, config.bucket, generator):
-        inputs, lengths, targets, weights = _slice(data, index)
+    for index in batches(data.lengths, config.batch_size, config.bucket, generator):
+        inputs, lengths, targets, weights = slice_batch(data, index)
         optimizer.zero_grad(set_to_none=True)
         loss = task_loss(data.task, model(inputs, lengths), targets, lengths, weights)
         value = float(loss.detach())
@@ -311,7 +314,7 @@ def fit(model: nn.Module, train: Any, test: Any, config: TrainConfig,
     """
     start = time.perf_counter()
     device = torch.device(config.device)
-    train_data, test_data = _prepare(train, "train", device), _prepare(test, "test", device)
+    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
     if train_data.task != test_data.task:
         raise ValueError(
             f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}"
@@ -327,7 +330,8 @@ def fit(model: nn.Module, train: Any, test: Any, config: TrainConfig,
         if not math.isfinite(train_loss):
             status, reason = "failed", f"non-finite training loss ({train_loss}) in epoch {epoch}"
             break
-        scores = _evaluate(model, test_data, config, metrics or {})
+        logits = _predict(model, test_data, config.batch_size, config.bucket)
+        scores = score_logits(test_data, logits, metrics or {})
         epochs.append({"epoch": epoch, "train_loss": train_loss, **scores})
         if not math.isfinite(scores["test_loss"]):
             status, reason = "failed", f"non-finite test loss ({scores['test_loss']}) in epoch {epoch}"

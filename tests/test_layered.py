@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from benchmarks.bench_layered import PerConnectionLayeredRNN, copy_into_fused
 from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
 from rnn_models.masked import GATES
 from rnn_models.train import SequenceClassifier
@@ -31,53 +34,86 @@ def structures(draw, recurrent: bool | None = None) -> LayeredStructure:
     return LayeredStructure(widths, connections, recurrent_masks)
 
 
-def expected_parameters(structure: LayeredStructure, input_size: int, gates: int) -> int:
-    """Weights and both biases of one recurrent layer per DAG layer and per skip connection."""
-    w = structure.widths
-
-    def layer(inputs, width):
-        return gates * width * (inputs + width) + 2 * gates * width
-
-    main = sum(layer(input_size if k == 0 else w[k - 1], w[k]) for k in range(len(w)))
-    return main + sum(layer(w[c.source], w[c.target]) for c in structure.skip_connections)
+def reference_and_fused(structure: LayeredStructure, cell: str, input_size: int):
+    """The per-connection reference and the fused LayeredRNN on the same weights."""
+    reference = PerConnectionLayeredRNN(structure, input_size, cell)
+    fused = LayeredRNN(structure, input_size, cell=cell, batch_first=True)
+    copy_into_fused(reference, fused)
+    return reference, fused
 
 
 @settings(max_examples=15, deadline=None)
 @given(structure=structures(), cell=st.sampled_from(sorted(GATES)), input_size=st.integers(1, 5))
-def test_parameter_count_and_gate_placement(structure, cell, input_size):
-    model = LayeredRNN(structure, input_size, cell=cell)
+def test_fused_layers_equal_per_connection_layers(structure, cell, input_size):
+    """Outputs, every block's gradients and the parameter count equal the study's layout."""
+    torch.manual_seed(0)
+    reference, fused = reference_and_fused(structure, cell, input_size)
+    assert fused.parameter_count() == sum(p.numel() for p in reference.parameters())
+    assert len(fused.layers) == structure.depth
+    x = torch.randn(3, 5, input_size)
+    expected, got = reference(x)[0], fused(x)[0]
+    torch.testing.assert_close(got, expected)
+    expected.pow(2).sum().backward()
+    got.pow(2).sum().backward()
+    for j, layer in enumerate(fused.layers):
+        for b, source in enumerate(fused.block_sources(j)):
+            own = reference.block_module(j, source)
+            for name, index in fused.block_slices(j, b).items():
+                torch.testing.assert_close(getattr(layer, name).grad[index], getattr(own, name).grad)
+
+
+@settings(max_examples=10, deadline=None)
+@given(structure=structures(), cell=st.sampled_from(sorted(GATES)))
+def test_blocks_see_only_their_source_and_own_units(structure, cell):
+    """Block masks: each block reads its own source through the connection's mask tiled
+    over the gates, recurs only within itself; everything off the blocks is zero."""
+    model = LayeredRNN(structure, 3, cell=cell)
     gates = GATES[cell]
-    expected = expected_parameters(structure, input_size, gates)
-    assert sum(p.numel() for p in model.parameters()) == expected
-    assert len(model.layers) == structure.depth
-    assert len(model.skips) == len(structure.skip_connections)
-    for c in structure.connections:
-        layer = model.layers[c.target] if not c.is_skip else model.skips[f"{c.source}_to_{c.target}"]
-        width = structure.widths[c.target]
-        for g in range(gates):  # every gate block carries the connection's mask
-            block = layer.weight_ih_l0[g * width:(g + 1) * width]
-            assert torch.all(block[~c.mask] == 0)
-            assert torch.equal(layer.masks["weight_ih_l0"][g * width:(g + 1) * width], c.mask)
+    for j, layer in enumerate(model.layers):
+        width = structure.widths[j]
+        on_block = {name: torch.zeros_like(getattr(layer, name), dtype=torch.bool)
+                    for name in ("weight_ih_l0", "weight_hh_l0")}
+        for b, source in enumerate(model.block_sources(j)):
+            where = model.block_slices(j, b)
+            for name in on_block:
+                on_block[name][where[name]] = True
+            masks = layer.masks
+            if j > 0 and "weight_ih_l0" in masks:
+                connection = model.connections[j][b]
+                assert connection.source == source
+                assert torch.equal(masks["weight_ih_l0"][where["weight_ih_l0"]], connection.mask.repeat(gates, 1))
+            recurrent = structure.recurrent_masks
+            if recurrent is not None and "weight_hh_l0" in masks:
+                assert torch.equal(masks["weight_hh_l0"][where["weight_hh_l0"]], recurrent[j].repeat(gates, 1))
+            bound = 1 / width ** 0.5  # initialised like a torch layer of `width` units
+            assert all(getattr(layer, n)[i].abs().max() <= bound for n, i in where.items())
+        for name, inside in on_block.items():
+            assert torch.all(getattr(layer, name)[~inside] == 0)
     assert "weight_ih_l0" not in model.layers[0].masks  # the input feeds layer 0 densely
 
 
-@settings(max_examples=8, deadline=None)
-@given(structure=structures(recurrent=True), cell=st.sampled_from(["lstm", "gru"]))
-def test_recurrent_masks_cover_main_and_skip_layers(structure, cell):
-    model = LayeredRNN(structure, 2, cell=cell)
-    gates = GATES[cell]
-    for k, layer in enumerate(model.layers):
-        assert torch.equal(layer.masks["weight_hh_l0"], structure.recurrent_masks[k].repeat(gates, 1))
-    for c in structure.skip_connections:
-        skip = model.skips[f"{c.source}_to_{c.target}"]
-        tiled = structure.recurrent_masks[c.target].repeat(gates, 1)
-        assert torch.equal(skip.masks["weight_hh_l0"], tiled)
+def test_blocks_stay_apart_during_training():
+    """Off-block weights stay zero through Adam steps, with no flat-weight warning."""
+    structure = skip_structure()
+    model = LayeredRNN(structure, 5, cell="lstm", batch_first=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(4, 6, 5))[0].pow(2).sum().backward()
+            optimizer.step()
+    layer = model.layers[2]
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        weight = getattr(layer, name)
+        assert torch.all(weight[~layer.masks[name]] == 0)
+        assert weight.shape == (4 * 2 * 4, {"weight_ih_l0": 2 + 3, "weight_hh_l0": 2 * 4}[name])
 
 
-def test_recurrent_weights_are_dense_without_recurrent_masks():
+def test_recurrent_weights_are_dense_without_recurrent_masks_or_skips():
     structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
     model = LayeredRNN(structure, 4, cell="lstm")
-    assert all("weight_hh_l0" not in layer.masks for layer in model.layers)
+    assert all(layer.masks == {} for layer in model.layers)
 
 
 def skip_structure() -> LayeredStructure:
@@ -95,14 +131,16 @@ def skip_structure() -> LayeredStructure:
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm"])
 def test_skip_output_adds_into_target_layer(cell):
     torch.manual_seed(0)
-    model = LayeredRNN(skip_structure(), 5, cell=cell, batch_first=True)
+    reference, model = reference_and_fused(skip_structure(), cell, 5)
     x = torch.randn(2, 6, 5)
     out, states = model(x)
-    first = model.layers[0](x)[0]
-    expected = model.layers[2](model.layers[1](first)[0])[0] + model.skips["0_to_2"](first)[0]
+    first = reference.layers[0](x)[0]
+    expected = reference.layers[2](reference.layers[1](first)[0])[0] + reference.skips["0_to_2"](first)[0]
     torch.testing.assert_close(out, expected)
     assert out.shape == (2, 6, model.output_size) == (2, 6, 4)
     assert len(states) == 3
+    main_state = reference.layers[2](reference.layers[1](first)[0])[1]
+    torch.testing.assert_close(states[2], main_state)  # the main block's final state
 
 
 def test_packed_input_matches_padded_at_valid_steps():
@@ -146,3 +184,5 @@ def test_bad_arguments_raise():
         LayeredRNN(structure, 0)
     with pytest.raises(ValueError, match="cell must be one of"):
         LayeredRNN(structure, 3, cell="cnn")
+    with pytest.raises(ValueError, match="block must be in 0..1 for layer 2"):
+        LayeredRNN(structure, 3).block_slices(2, 2)

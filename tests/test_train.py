@@ -14,7 +14,7 @@ from rnn_models.train import (
     NextSymbolModel,
     SequenceClassifier,
     TrainConfig,
-    _batches,
+    batches,
     fit,
     task_accuracy,
     task_loss,
@@ -196,10 +196,10 @@ def test_next_symbol_accuracy_ranks_allowed_above_disallowed():
 @pytest.mark.parametrize("bucket", [False, True])
 def test_batches_cover_every_sequence_once(bucket):
     lengths = torch.tensor([5, 1, 3, 5, 2, 4, 1, 3, 2, 4, 5])
-    batches = _batches(lengths, 3, bucket, torch.Generator().manual_seed(0))
-    assert sorted(torch.cat(batches).tolist()) == list(range(11))
+    groups = batches(lengths, 3, bucket, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(groups).tolist()) == list(range(11))
     if bucket:  # batches are runs of the length-sorted order
-        spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches)
+        spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in groups)
         assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))
 
 

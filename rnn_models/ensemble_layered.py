@@ -1,0 +1,350 @@
+"""Train K layered DAG models (the study's architecture) at once, as K ``fit`` runs would.
+
+The models may differ in everything structural (DAG, layer widths, depth, skip
+connections) but share the cell type, the input size and the head. Every connection of
+every model is one *block*: a small recurrent layer of its target layer's width reading
+its source layer's output (``rnn_models.layered.LayeredRNN`` runs a layer's blocks as one
+fused call). Here DAG layer ``j`` of all K models is one call of
+``rnn_models.batched.batched_recurrence`` over all their blocks into layer ``j`` (two
+calls, narrow and wide blocks, where that cuts the padding by >= 20 %):
+
+* widths are padded to the largest width in the call (units beyond a model's width have
+  zero weights and biases and stay exactly zero, so they change nothing), inputs to the
+  largest source width;
+* parameters are stored model axis first, ``(K, S_j, G*W_j, in)`` with ``S_j`` the most
+  blocks any model has into layer ``j``; missing blocks are all-zero and never computed
+  (the live blocks are gathered for the call), so Adam, per-model gradient clipping and
+  per-model zeroing are those of ``rnn_models.ensemble.EnsembleModel``, reused as is;
+* block outputs are summed per model; a model shallower than the deepest one simply has
+  no blocks in the deeper layers and is read at its own last layer.
+
+No arithmetic mixes two models, so one model's NaN cannot reach another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.functional import pad
+
+from rnn_models.batched import batched_recurrence
+from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run
+from rnn_models.layered import LayeredRNN
+from rnn_models.masked import GATES
+from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit, prepare_data
+
+_HEADS = (SequenceClassifier, NextSymbolModel)
+LAYERED_STRATEGIES = ("auto", "separate", "batched")
+"""How ``fit_layered_ensemble`` trains: ``"batched"`` is the layered ensemble,
+``"separate"`` calls ``fit`` per model, ``"auto"`` applies ``choose_layered_strategy``."""
+
+
+def _padded_rows(gates: int, padded: int, width: int) -> torch.Tensor:
+    """Rows of a ``width``-unit block in gate-stacked weights padded to ``padded`` units."""
+    return (torch.arange(gates).unsqueeze(1) * padded + torch.arange(width)).flatten()
+
+
+class _Block(NamedTuple):
+    """One connection of one model: its model, its slot among the model's blocks into the
+    layer, the layer it reads (-1: the input), its width and its source's width."""
+
+    model: int
+    slot: int
+    source: int
+    width: int
+    source_width: int
+
+
+def _fit_width(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` with its last axis cut or zero-padded to ``width`` (cut columns are zero)."""
+    have = x.shape[-1]
+    return x.narrow(-1, 0, width) if have >= width else pad(x, (0, width - have))
+
+
+def _width_buckets(blocks: list[_Block]) -> list[list[_Block]]:
+    """Split a layer's blocks into at most two calls, narrow and wide, where that cuts the
+    padded units (the ensemble's memory traffic) by >= 20 %."""
+    widths = sorted({block.width for block in blocks})
+    whole = len(blocks) * widths[-1]
+    best, split = whole, None
+    for limit in widths[:-1]:
+        small = sum(1 for block in blocks if block.width <= limit)
+        cost = small * limit + (len(blocks) - small) * widths[-1]
+        if cost < best:
+            best, split = cost, limit
+    if split is None or best > 0.8 * whole:
+        return [list(blocks)]
+    return [[b for b in blocks if b.width <= split], [b for b in blocks if b.width > split]]
+
+
+def _check_layered(rnns: Sequence[nn.Module]) -> None:
+    """Raise ValueError unless all modules are LayeredRNN of one cell, input size and bias."""
+    if len(rnns) < 1:
+        raise ValueError("models must hold at least one model")
+    for position, rnn in enumerate(rnns):
+        if not isinstance(rnn, LayeredRNN):
+            raise ValueError(f"models[{position}].rnn must be a LayeredRNN, got {type(rnn).__name__}")
+    signature = (rnns[0].cell, rnns[0].input_size, rnns[0].bias)
+    for position, rnn in enumerate(rnns):
+        if (rnn.cell, rnn.input_size, rnn.bias) != signature:
+            raise ValueError(
+                f"models[{position}].rnn has (cell, input_size, bias) = {(rnn.cell, rnn.input_size, rnn.bias)}, "
+                f"but models[0].rnn has {signature}: a layered ensemble needs them equal"
+            )
+
+
+class LayeredEnsembleRNN(nn.Module):
+    """K ``LayeredRNN`` (one cell type and input size) run as one module; see the module doc.
+
+    ``forward(inputs)`` takes one batch-first input ``(B, T, in)`` shared by all models and
+    returns ``(K, B, T, W)``: model k's own last layer, zero-padded to the widest last layer
+    ``W``. Parameters ``weight_ih_l{j}`` ``(K, S_j, G*W_j, I_j)``, ``weight_hh_l{j}``,
+    ``bias_*_l{j}`` and masks ``weight_*_l{j}_mask`` hold layer ``j`` of all models.
+    """
+
+    strategy = "batched"  # no cross-model arithmetic (read by rnn_models.ensemble's trainer)
+
+    def __init__(self, rnns: Sequence[LayeredRNN]) -> None:
+        super().__init__()
+        _check_layered(rnns)
+        first = rnns[0]
+        self.cell, self.gates, self.input_size = first.cell, GATES[first.cell], first.input_size
+        self.num_models = len(rnns)
+        self.depths = [r.structure.depth for r in rnns]
+        self.padded = [max(r.structure.widths[j] for r in rnns if r.structure.depth > j)
+                       for j in range(max(self.depths))]
+        self.weight_names: list[str] = []
+        self.plans = [self._plan_layer(rnns, j) for j in range(len(self.padded))]
+        ends = sorted(set(self.depths))
+        for end in ends:
+            members = torch.tensor([k for k, d in enumerate(self.depths) if d == end])
+            self.register_buffer(f"ending_at_{end}", members, persistent=False)
+        order = torch.cat([getattr(self, f"ending_at_{end}") for end in ends]).argsort()
+        self.register_buffer("model_order", order, persistent=False)
+        self._load_from(rnns)
+        self.apply_masks()
+
+    @property
+    def output_size(self) -> int:
+        """Width ``W`` of the output: the widest last layer among the models."""
+        return max(self.padded[d - 1] for d in self.depths)
+
+    def _plan_layer(self, rnns: Sequence[LayeredRNN], j: int) -> list[dict[str, Any]]:
+        """Register layer ``j``'s parameters and masks; return its calls (``_width_buckets``),
+        each a dict of ``width``, ``in_width``, ``groups`` (source layer, name of the buffer
+        of its models, in call order) and the names of its index buffers: ``live`` (flat
+        ``k * S_j + b`` of each block), ``owner`` (each block's model), ``rows`` (the
+        bucket's gate rows, None when it has the layer's full width)."""
+        blocks = [_Block(k, b, source, rnn.structure.widths[j], self._source_width(rnn, source))
+                  for k, rnn in enumerate(rnns) if rnn.structure.depth > j
+                  for b, source in enumerate(rnn.block_sources(j))]
+        slots = 1 + max(block.slot for block in blocks)
+        rows, units = self.gates * self.padded[j], self.padded[j]
+        shapes = {"weight_ih": (max(block.source_width for block in blocks),), "weight_hh": (units,)}
+        if rnns[0].bias:
+            shapes |= {"bias_ih": (), "bias_hh": ()}
+        for kind, tail in shapes.items():
+            name = f"{kind}_l{j}"
+            self.register_parameter(name, nn.Parameter(torch.zeros(self.num_models, slots, rows, *tail)))
+            self.weight_names.append(name)
+            if kind.startswith("weight"):
+                self.register_buffer(name + "_mask", torch.zeros(self.num_models, slots, rows, *tail, dtype=torch.bool))
+        calls = []
+        for c, bucket in enumerate(_width_buckets(blocks)):
+            bucket.sort(key=lambda block: (block.source, block.model))
+            width = max(block.width for block in bucket)
+            prefix = f"l{j}_call{c}"
+            call = {"width": width, "in_width": max(block.source_width for block in bucket), "groups": [],
+                    "live": f"live_{prefix}", "owner": f"owner_{prefix}",
+                    "rows": None if width == units else f"rows_{prefix}"}
+            live = torch.tensor([b.model * slots + b.slot for b in bucket])
+            self.register_buffer(call["live"], live, persistent=False)
+            self.register_buffer(call["owner"], torch.tensor([b.model for b in bucket]), persistent=False)
+            if call["rows"]:
+                self.register_buffer(call["rows"], _padded_rows(self.gates, units, width), persistent=False)
+            for source in sorted({block.source for block in bucket}):
+                name = f"models_{prefix}_from_{'input' if source < 0 else source}"
+                members = [b.model for b in bucket if b.source == source]
+                self.register_buffer(name, torch.tensor(members), persistent=False)
+                call["groups"].append((source, name))
+            calls.append(call)
+        return calls
+
+    def _source_width(self, rnn: LayeredRNN, source: int) -> int:
+        return self.input_size if source < 0 else rnn.structure.widths[source]
+
+    def _block_pairs(self, rnn: LayeredRNN, k: int) -> Any:
+        """For every block tensor of model ``k``: ``(its fused layer, its name there, its
+        index there, our name, our index into [k, b])``."""
+        for j, layer in enumerate(rnn.layers):
+            rows = _padded_rows(self.gates, self.padded[j], rnn.structure.widths[j])
+            for b in range(len(rnn.block_sources(j))):
+                for name, index in rnn.block_slices(j, b).items():
+                    ours = (rows,) if len(index) == 1 else \
+                        (rows.unsqueeze(1), torch.arange(index[1].shape[1]).unsqueeze(0))
+                    yield layer, name, index, name.replace("_l0", f"_l{j}"), (k, b) + ours
+
+    @torch.no_grad()
+    def _load_from(self, rnns: Sequence[LayeredRNN]) -> None:
+        """Copy every block's weights and masks from the models into the padded layout."""
+        for k, rnn in enumerate(rnns):
+            for layer, name, index, ours, where in self._block_pairs(rnn, k):
+                getattr(self, ours)[where] = getattr(layer, name)[index]
+                if ours + "_mask" in self._buffers:
+                    mask = layer.masks.get(name)
+                    self._buffers[ours + "_mask"][where] = True if mask is None else mask[index]
+
+    @torch.no_grad()
+    def load_into(self, rnns: Sequence[LayeredRNN], models: Sequence[int] | None = None) -> None:
+        """Copy the weights of ``models`` (default: all) back into their own modules."""
+        for k in range(self.num_models) if models is None else models:
+            for layer, name, index, ours, where in self._block_pairs(rnns[k], k):
+                getattr(layer, name)[index] = getattr(self, ours)[where]
+
+    def forward(self, inputs: torch.Tensor, strategy: str | None = None) -> torch.Tensor:
+        """Outputs ``(K, B, T, W)`` of every model's last layer for batch-first ``inputs``
+        ``(B, T, in)`` (``strategy`` is accepted for ``EnsembleModel`` and ignored)."""
+        if inputs.dim() != 3 or inputs.shape[2] != self.input_size:
+            raise ValueError(f"inputs must be (batch, time, {self.input_size}), got {tuple(inputs.shape)}")
+        outputs: list[torch.Tensor] = []
+        batch, steps = inputs.shape[:2]
+        for j, calls in enumerate(self.plans):
+            out = inputs.new_zeros(self.num_models, batch, steps, self.padded[j])
+            for call in calls:
+                blocks = self._call(j, call, inputs, outputs)
+                out.narrow(-1, 0, call["width"]).index_add_(0, getattr(self, call["owner"]), blocks)
+            outputs.append(out)
+        return self._last_layers(outputs)
+
+    def _call(self, j: int, call: dict[str, Any], inputs: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """One ``batched_recurrence`` over the blocks of one width bucket of layer ``j``."""
+        live, in_width = getattr(self, call["live"]), call["in_width"]
+        if j == 0:
+            x = inputs.unsqueeze(0).expand(len(live), -1, -1, -1)
+        else:
+            x = torch.cat([_fit_width(outputs[s].index_select(0, getattr(self, models)), in_width)
+                           for s, models in call["groups"]])
+        weights = []
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            param = getattr(self, f"{kind}_l{j}", None)
+            if param is None:
+                weights.append(None)
+                continue
+            weight = param.flatten(0, 1).index_select(0, live)
+            if call["rows"]:
+                weight = weight.index_select(1, getattr(self, call["rows"]))
+            if kind.startswith("weight"):
+                weight = weight.narrow(2, 0, in_width if kind == "weight_ih" else call["width"])
+            weights.append(weight)
+        return batched_recurrence(self.cell, x, *weights)
+
+    def _last_layers(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Each model's own last layer, padded to ``output_size``, in model order."""
+        if len(set(self.depths)) == 1:
+            return outputs[-1]
+        width = self.output_size
+        ends = sorted(set(self.depths))
+        parts = [_fit_width(outputs[end - 1].index_select(0, getattr(self, f"ending_at_{end}")), width)
+                 for end in ends]
+        return torch.cat(parts).index_select(0, self.model_order)
+
+    # rnn_models.ensemble's bookkeeping works on this layout unchanged (model axis first).
+    apply_masks = EnsembleRNN.apply_masks
+    mask_gradients = EnsembleRNN.mask_gradients
+
+
+class LayeredEnsembleModel(EnsembleModel):
+    """K ``SequenceClassifier`` or K ``NextSymbolModel`` around ``LayeredRNN`` as one module.
+
+    ``EnsembleModel`` with a ``LayeredEnsembleRNN`` core and read-outs padded to the widest
+    last layer: ``forward(inputs, lengths)`` returns ``(K, B)`` or ``(K, B, T, V)`` logits,
+    model k's slice equal to what model k alone returns.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        nn.Module.__init__(self)  # EnsembleModel's own __init__ builds a plain EnsembleRNN core
+        kind = type(models[0]) if models else None
+        if kind not in _HEADS or any(type(m) is not kind for m in models):
+            raise ValueError(
+                "models must all be SequenceClassifier or all NextSymbolModel, got "
+                f"{sorted({type(m).__name__ for m in models})}"
+            )
+        self.classify = kind is SequenceClassifier
+        self.rnn = LayeredEnsembleRNN([m.rnn for m in models])
+        width = self.rnn.output_size
+        self.readout_weight = nn.Parameter(torch.stack([_fit_width(m.readout.weight.detach(), width)
+                                                        for m in models]))
+        self.readout_bias = nn.Parameter(torch.stack([m.readout.bias.detach() for m in models]).clone())
+
+    def load_into(self, models: Sequence[nn.Module], which: Sequence[int]) -> None:
+        """Write the weights of the models numbered in ``which`` back into their own objects."""
+        self.rnn.load_into([m.rnn for m in models], which)
+        with torch.no_grad():
+            for k in which:
+                models[k].readout.weight.copy_(self.readout_weight[k, :, : models[k].readout.in_features])
+                models[k].readout.bias.copy_(self.readout_bias[k])
+
+
+class _LayeredTrainer(_EnsembleTrainer):
+    """``rnn_models.ensemble``'s K-model ``fit`` loop with a ``LayeredEnsembleModel``."""
+
+    def __init__(self, models: Sequence[nn.Module], task: str, config: TrainConfig,
+                 metrics: dict[str, Metric]) -> None:
+        # the state _EnsembleTrainer.__init__ sets, with our module instead of EnsembleModel
+        self.models, self.task, self.config, self.metrics = models, task, config, metrics
+        self.device = torch.device(config.device)
+        for model in models:
+            model.to(self.device)
+        self.ensemble = LayeredEnsembleModel(models).to(self.device)
+        self.optimizer = config.make_optimizer(self.ensemble.parameters())
+        self.active = torch.ones(len(models), dtype=torch.bool, device=self.device)
+        self.runs = [_Run(epochs=[]) for _ in models]
+        self.start = time.perf_counter()
+
+
+def choose_layered_strategy(cell: str, device: str) -> str:
+    """What ``"auto"`` resolves to, from the measurements in docs/bench/layered.md.
+
+    On a CPU torch runs an LSTM layer as one oneDNN kernel that the ensemble's time loop
+    does not beat (0.56-0.74x measured), so LSTM models train separately there; for the
+    tanh/relu RNN and the GRU, whose CPU kernels are plain per-step loops, the ensemble was
+    faster (GRU 1.3-1.5x, tanh/relu 1.2-1.3x at batch 128 on the paper data). Elsewhere (accelerators, not
+    measured here) the ensemble's one call per DAG layer for all models is used.
+    """
+    if cell not in GATES:
+        raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
+    return "separate" if cell == "lstm" and torch.device(device).type == "cpu" else "batched"
+
+
+def fit_layered_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,
+                         metrics: dict[str, Metric] | None = None, strategy: str = "auto") -> list[History]:
+    """Train K layered models at once; the result equals (to float tolerance)
+    ``[fit(m, train, test, config, metrics) for m in models]``.
+
+    ``models`` are all ``SequenceClassifier`` or all ``NextSymbolModel`` around
+    ``LayeredRNN`` modules of one cell type and input size; their DAGs, widths and depths
+    may differ. They share ``config`` (so the batch order too). Their trained weights are
+    written back into them. Each ``History`` is what ``fit`` would return, except
+    ``seconds``: the shared wall time until that model ended, divided by K. A model whose
+    loss turns NaN/inf fails alone, as in ``rnn_models.ensemble.fit_ensemble``.
+    ``strategy``: ``"batched"`` (the layered ensemble), ``"separate"`` (``fit`` per model)
+    or ``"auto"`` (``choose_layered_strategy``).
+    """
+    if len(models) < 1:
+        raise ValueError("models must hold at least one model")
+    if strategy not in LAYERED_STRATEGIES:
+        raise ValueError(f"strategy must be one of {LAYERED_STRATEGIES}, got {strategy!r}")
+    if strategy == "auto":
+        cell = getattr(getattr(models[0], "rnn", None), "cell", None)
+        strategy = choose_layered_strategy(cell, config.device) if cell in GATES else "batched"
+    if strategy == "separate":
+        return [fit(model, train, test, config, metrics) for model in models]
+    device = torch.device(config.device)
+    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
+    if train_data.task != test_data.task:
+        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
+    return _LayeredTrainer(models, train_data.task, config, metrics or {}).run(train_data, test_data)
