@@ -18,8 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout 900
 
+# Every benchmark in its quick form; each prints a markdown table (see docs/benchmarks.md).
+BENCHMARKS := bench_reber bench_priors bench_features bench_masked bench_layered bench_ensemble bench_sweep bench_predict_reference
+
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	$(PY) -m pip install -q --no-deps deepstruct==0.10.0  # the per-time-step loop bench_masked compares with
+	for name in $(BENCHMARKS); do $(PY) -m benchmarks.$$name --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

@@ -7,7 +7,7 @@
 3. Feeding batches: tensorized once (EncodedDataset) vs. encoding the strings of
    every batch again.
 
-Run: ``.venv/bin/python -m benchmarks.reber_data [--quick]``; prints a markdown table
+Run: ``.venv/bin/python -m benchmarks.bench_reber [--quick]``; prints a markdown table
 of CPU seconds (one torch thread).
 """
 
