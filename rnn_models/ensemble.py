@@ -451,6 +451,15 @@ class _EnsembleTrainer:
                 for r in self.runs]
 
 
+def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedData, PreparedData]:
+    """Train and test data tensorized once on ``config.device``; they must share a task."""
+    device = torch.device(config.device)
+    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
+    if train_data.task != test_data.task:
+        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
+    return train_data, test_data
+
+
 def fit_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,
                  metrics: dict[str, Metric] | None = None, strategy: str = "auto") -> list[History]:
     """Train K models, as one computation where that is faster; the result equals (to
@@ -474,8 +483,5 @@ def fit_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: Tra
         strategy = choose_strategy(len(models), hidden, config.batch_size) if packable else "separate"
     if strategy == "separate":
         return [fit(model, train, test, config, metrics) for model in models]
-    device = torch.device(config.device)
-    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
-    if train_data.task != test_data.task:
-        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
+    train_data, test_data = prepare_pair(train, test, config)
     return _EnsembleTrainer(models, train_data.task, config, strategy, metrics or {}).run(train_data, test_data)

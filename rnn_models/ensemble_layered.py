@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.functional import pad
 
 from rnn_models.batched import batched_recurrence
-from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run
+from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run, prepare_pair
 from rnn_models.layered import LayeredRNN
 from rnn_models.masked import GATES
-from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit, prepare_data
+from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit
 
 _HEADS = (SequenceClassifier, NextSymbolModel)
 LAYERED_STRATEGIES = ("auto", "separate", "batched")
@@ -343,8 +343,5 @@ def fit_layered_ensemble(models: Sequence[nn.Module], train: Any, test: Any, con
         strategy = choose_layered_strategy(cell, config.device) if cell in GATES else "batched"
     if strategy == "separate":
         return [fit(model, train, test, config, metrics) for model in models]
-    device = torch.device(config.device)
-    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
-    if train_data.task != test_data.task:
-        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
+    train_data, test_data = prepare_pair(train, test, config)
     return _LayeredTrainer(models, train_data.task, config, metrics or {}).run(train_data, test_data)
