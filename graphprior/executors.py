@@ -1,10 +1,9 @@
 """Where groups of runs execute: in the driver, in a local process pool, or on Ray.
 
 The unit of work is a *group*: a list of run configs handed to one ``group_fn`` call
-that returns one record per run. Today ``group_fn`` trains the runs one after another;
-a batched group trainer (several models in one fused call) can replace it without
-touching the executors. Executors only compute: the driver receives the records as
-they finish and is the only process that writes the results store.
+that returns one record per run (``graphprior.sweep.run_group`` trains them one after
+another, ``run_ensemble`` as ensembles). Executors only compute: the driver receives
+the records as they finish and is the only process that writes the results store.
 """
 
 from __future__ import annotations
@@ -63,7 +62,8 @@ class SerialExecutor:
 # imported once by the fork server, so forked workers start without re-importing them
 # (torch._dynamo, with sympy, is what torch's optimizers import on their first step: seconds)
 PRELOAD = ("torch", "torch._dynamo", "numpy", "graphprior.sweep", "graphprior.generators", "graphprior.priors",
-           "graphprior.features", "rnn_models.train", "rnn_models.layered", "reber.tasks")
+           "graphprior.features", "rnn_models.train", "rnn_models.layered", "rnn_models.batched",
+           "rnn_models.ensemble", "rnn_models.ensemble_layered", "reber.tasks")
 
 
 def default_start_method() -> str:
@@ -106,8 +106,13 @@ class LocalExecutor:
             pending = {pool.submit(group_fn, group) for group in groups}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                # every group that finished is handed over before any error is raised
+                failed = [f for f in finished if f.exception() is not None]
                 for future in finished:
-                    yield future.result()
+                    if future.exception() is None:
+                        yield future.result()
+                if failed:
+                    raise failed[0].exception()
         except BrokenProcessPool as error:
             raise ExecutionError(
                 f"a worker process died ({error}); finished runs are stored, re-run to resume"

@@ -298,7 +298,7 @@ class TrainSpec(_Strict):
     epochs: int = Field(default=15, ge=1, le=100_000)
     clip: float | None = Field(default=5.0, gt=0.0)
     patience: int | None = Field(default=None, ge=1)
-    device: str = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     bucket: bool = True
 
 
@@ -311,11 +311,11 @@ class SweepSpec(_Strict):
     """
 
     name: str = "sweep"
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     sampling: Literal["grid", "random"] = "grid"
     n_samples: int | None = Field(default=None, ge=1)
     repetitions: int = Field(default=1, ge=1)
-    seeds: tuple[int, ...] = Field(default=(0,), min_length=1)
+    seeds: tuple[Annotated[int, Field(ge=0, lt=2**63)], ...] = Field(default=(0,), min_length=1)
     generators: tuple[GeneratorSpec, ...] = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
     tasks: tuple[TaskSpec, ...] = Field(default=(TaskSpec(),), min_length=1)

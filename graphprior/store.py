@@ -124,6 +124,8 @@ class ResultsStore:
         self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             if not _check_format(self._connection, self.path):
+                if not create:
+                    raise StoreError(f"{self.path}: an empty file, not a results store")
                 self._initialise()
         except BaseException:
             self._connection.close()
@@ -182,7 +184,7 @@ class ResultsStore:
         return counts
 
     def mean_seconds(self) -> float | None:
-        """Mean training seconds of the finished (done) runs, None when there are none."""
+        """Mean seconds of a whole finished (done) run, None when there are none."""
         return self._connection.execute("SELECT AVG(seconds) FROM runs WHERE status = 'done'").fetchone()[0]
 
     def records(self) -> Iterable[RunRecord]:

@@ -166,7 +166,10 @@ def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[R
         cpu_share = (time.process_time() - cpu_start) / len(members)
         wall_share = (time.perf_counter() - start) / len(members)
         for member, history in zip(members, histories):
-            records[member.config.run_id] = _finish(member, history, cpu_share, seconds=wall_share)
+            try:
+                records[member.config.run_id] = _finish(member, history, cpu_share, seconds=wall_share)
+            except Exception as error:  # noqa: BLE001 -- e.g. features of an odd graph
+                records[member.config.run_id] = _failure(member.config, error, wall_share)
     return [records[config.run_id] for config in configs]
 
 

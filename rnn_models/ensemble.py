@@ -55,7 +55,7 @@ from rnn_models.train import (
     TrainConfig,
     batches,
     fit,
-    prepare_data,
+    prepare_pair,
     score_logits,
     slice_batch,
     task_loss,
@@ -112,6 +112,17 @@ def _check_compatible(rnns: Sequence[nn.Module]) -> None:
                 f"rnns[{position}] has (cell, input_size, hidden_size, num_layers, bias) = {found}, "
                 f"but rnns[0] has {signature}: an ensemble needs them equal"
             )
+
+
+def _packable(models: Sequence[nn.Module]) -> bool:
+    """Whether models can train as one ensemble (else ``"auto"`` trains them one by one)."""
+    if not all(type(m) in _HEADS and isinstance(m.rnn, nn.RNNBase) for m in models):
+        return False
+    try:
+        _check_compatible([m.rnn for m in models])
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=16)
@@ -451,15 +462,6 @@ class _EnsembleTrainer:
                 for r in self.runs]
 
 
-def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedData, PreparedData]:
-    """Train and test data tensorized once on ``config.device``; they must share a task."""
-    device = torch.device(config.device)
-    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
-    if train_data.task != test_data.task:
-        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
-    return train_data, test_data
-
-
 def fit_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,
                  metrics: dict[str, Metric] | None = None, strategy: str = "auto") -> list[History]:
     """Train K models, as one computation where that is faster; the result equals (to
@@ -478,7 +480,7 @@ def fit_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: Tra
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "auto":
-        packable = all(type(m) in _HEADS and isinstance(m.rnn, nn.RNNBase) for m in models)
+        packable = _packable(models)
         hidden = models[0].rnn.hidden_size if packable else 0
         strategy = choose_strategy(len(models), hidden, config.batch_size) if packable else "separate"
     if strategy == "separate":

@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.functional import pad
 
 from rnn_models.batched import batched_recurrence
-from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run, prepare_pair
+from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run
 from rnn_models.layered import LayeredRNN
 from rnn_models.masked import GATES
-from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit
+from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit, prepare_pair
 
 _HEADS = (SequenceClassifier, NextSymbolModel)
 LAYERED_STRATEGIES = ("auto", "separate", "batched")
@@ -339,8 +339,8 @@ def fit_layered_ensemble(models: Sequence[nn.Module], train: Any, test: Any, con
     if strategy not in LAYERED_STRATEGIES:
         raise ValueError(f"strategy must be one of {LAYERED_STRATEGIES}, got {strategy!r}")
     if strategy == "auto":
-        cell = getattr(getattr(models[0], "rnn", None), "cell", None)
-        strategy = choose_layered_strategy(cell, config.device) if cell in GATES else "batched"
+        _check_layered([getattr(m, "rnn", None) for m in models])
+        strategy = choose_layered_strategy(models[0].rnn.cell, config.device)
     if strategy == "separate":
         return [fit(model, train, test, config, metrics) for model in models]
     train_data, test_data = prepare_pair(train, test, config)

@@ -15,6 +15,11 @@ stay exactly zero:
 * their gradients are zero (a gradient hook multiplies them by the mask), so optimizer
   moments of masked weights stay zero and gradient clipping sees only live weights.
 
+The exception is a non-finite gradient: ``inf * 0`` is NaN, so a diverged step (which
+``rnn_models.train.fit`` stops and reports as failed) can leave NaN at masked positions
+until ``apply_masks()`` clears them. Guarding every step against it (``torch.where``)
+costs about 10x the multiplication on a CPU, so the hot path does not.
+
 ``torch.nn.utils.prune`` and ``parametrize`` are avoided on purpose: they replace the
 weights by computed tensors, which breaks RNN ``_flat_weights`` (PyTorch issues 33618,
 65688).

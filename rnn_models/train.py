@@ -58,7 +58,9 @@ def sequence_output(rnn: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor)
 class SequenceClassifier(nn.Module):
     """One logit per sequence from the recurrent output at its true last step.
 
-    The step is picked with ``gather`` at ``lengths - 1``, never at a pad position.
+    The step is picked with ``gather`` at ``lengths - 1``, never at a pad position; for a
+    bidirectional module the backward half is read at step 0, where it has seen the whole
+    sequence.
     """
 
     def __init__(self, rnn: nn.Module, output_size: int | None = None) -> None:
@@ -69,7 +71,12 @@ class SequenceClassifier(nn.Module):
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         out = sequence_output(self.rnn, inputs, lengths)
         index = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, out.shape[2])
-        return self.readout(out.gather(1, index).squeeze(1)).squeeze(1)
+        last = out.gather(1, index).squeeze(1)
+        if getattr(self.rnn, "bidirectional", False):
+            # the backward direction has read the whole sequence at step 0, not at the end
+            half = out.shape[2] // 2
+            last = torch.cat([last[:, :half], out[:, 0, half:]], dim=1)
+        return self.readout(last).squeeze(1)
 
 
 class NextSymbolModel(nn.Module):
@@ -86,6 +93,15 @@ class NextSymbolModel(nn.Module):
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(sequence_output(self.rnn, inputs, lengths))
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "optimizer": (str,), "lr": _NUMBER, "weight_decay": _NUMBER, "momentum": _NUMBER,
+    "batch_size": (int,), "epochs": (int,), "clip": (*_NUMBER, type(None)),
+    "patience": (int, type(None)), "seed": (int,), "device": (str, torch.device),
+}
+"""The types each ``TrainConfig`` field accepts (bools are refused for numbers)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,11 @@ class TrainConfig:
     bucket: bool = True
 
     def __post_init__(self) -> None:
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                allowed = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
         checks = [
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
             ("lr", self.lr > 0, "> 0"),
@@ -191,7 +212,6 @@ def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
         targets=targets.to(device, torch.float32),
         weights=None if weights is None else weights.to(device, torch.float32),
     )
-
 
 
 
@@ -302,6 +322,15 @@ def _train_epoch(model: nn.Module, data: PreparedData, optimizer: torch.optim.Op
     return total / count
 
 
+def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedData, PreparedData]:
+    """Train and test data tensorized once on ``config.device``; they must share a task."""
+    device = torch.device(config.device)
+    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
+    if train_data.task != test_data.task:
+        raise ValueError(f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}")
+    return train_data, test_data
+
+
 def fit(model: nn.Module, train: Any, test: Any, config: TrainConfig,
         metrics: dict[str, Metric] | None = None) -> History:
     """Train ``model`` on ``train`` and evaluate it on ``test`` after every epoch.
@@ -314,11 +343,7 @@ def fit(model: nn.Module, train: Any, test: Any, config: TrainConfig,
     """
     start = time.perf_counter()
     device = torch.device(config.device)
-    train_data, test_data = prepare_data(train, "train", device), prepare_data(test, "test", device)
-    if train_data.task != test_data.task:
-        raise ValueError(
-            f"train and test must share a task, got {train_data.task!r} and {test_data.task!r}"
-        )
+    train_data, test_data = prepare_pair(train, test, config)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)

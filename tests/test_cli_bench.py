@@ -141,3 +141,10 @@ def test_demo_writes_store_table_and_report(tmp_path, monkeypatch):
     assert re.search(r"\| cell +\| +watts_strogatz +\|", report)
     assert re.search(r"\| lstm +\| +0\.\d{3} +\|", report)
     assert "ValueError: k must be even" in report
+
+
+def test_status_limit_needs_a_spec(tmp_path):
+    store = tmp_path / "r.db"
+    ResultsStore(store).close()
+    result = invoke("bench", "status", str(store), "--limit", "3")
+    assert result.exit_code == 2 and "--limit counts pending runs of a spec: give --spec or --preset too" in result.output

@@ -54,6 +54,9 @@ def error_of(data) -> str:
          "model.orientation: the layered mapping is the DAG by node order: use 'dag' or leave it out"),
         ({"sampling": "random"}, 'n_samples: is required when sampling = "random" (graphs per generator)'),
         ({"n_samples": 3}, 'n_samples: is only allowed with sampling = "random"'),
+        ({"train": {"device": "gpu"}}, "train.device: must match pattern '^(cpu|cuda(:\\d+)?|mps)$', got 'gpu'"),
+        ({"seeds": [0, 2**70]}, "seeds[1]: must be less than 9223372036854775808, got 1180591620717411303424"),
+        ({"seeds": [-1]}, "seeds[0]: must be greater than or equal to 0, got -1"),
     ],
 )
 def test_validation_error_is_one_line_naming_key_and_allowed(changes, message):

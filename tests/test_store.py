@@ -84,6 +84,11 @@ def test_not_a_store_and_newer_schema_errors(tmp_path):
         read_table(tmp_path / "missing.db")
     with pytest.raises(StoreError, match="is a directory"):
         ResultsStore(tmp_path)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreError, match="empty.db: an empty file, not a results store"):
+        read_table(empty)
+    assert empty.stat().st_size == 0  # reading never writes a schema into a stranger's file
 
 
 def test_concurrent_reader_while_writing(tmp_path):

@@ -202,7 +202,7 @@ def test_per_gate_layout_draws_one_graph_per_gate():
     assert all(blocks[i].equal(recurrent_mask(g)) for i, g in enumerate(graphs))
 
 
-@pytest.mark.parametrize("strategy", ["batched", "auto"])
+@pytest.mark.parametrize("strategy", ["batched", "fused"])
 def test_ensemble_group_trainer_matches_runs_one_by_one(strategy):
     """Runs trained together as an ensemble get the records they get alone (float tolerance);
     a run whose graph cannot be drawn fails on its own."""
@@ -249,3 +249,34 @@ def test_layered_runs_of_different_shapes_train_as_one_ensemble():
         for key, value in alone.metrics.items():
             if not key.endswith("seconds"):
                 assert record.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_a_run_failing_after_training_fails_alone_in_an_ensemble(monkeypatch):
+    """An error while finishing one run (here: its features) is that run's failure, as in
+    run_group, never the whole group's."""
+    import graphprior.sweep as sweep
+
+    configs = [c for c in expand(tiny_spec()) if c.params["k"] == 2 and c.cell == "gru"]
+    bad_edges = sweep.prior_graphs(configs[0])[0].get_edgelist()
+    assert sweep.prior_graphs(configs[1])[0].get_edgelist() != bad_edges
+    real = sweep.structural_features
+
+    def features(graphs):
+        if graphs[0].get_edgelist() == bad_edges:
+            raise RuntimeError("features broke")
+        return real(graphs)
+
+    monkeypatch.setattr(sweep, "structural_features", features)
+    records = sweep.run_ensemble(configs, strategy="batched")
+    assert [(r.status, r.reason) for r in records] == [("failed", "RuntimeError: features broke"), ("done", None)]
+
+
+def test_auto_trains_unpackable_models_one_by_one():
+    """'auto' never picks a batched strategy the models cannot use (bidirectional here)."""
+    from rnn_models.ensemble import _packable
+    from rnn_models.masked import make_rnn
+    from rnn_models.train import SequenceClassifier
+
+    uni = [SequenceClassifier(make_rnn("gru", 4, 4, batch_first=True)) for _ in range(2)]
+    bi = [SequenceClassifier(make_rnn("gru", 4, 4, batch_first=True, bidirectional=True)) for _ in range(2)]
+    assert _packable(uni) and not _packable(bi)

@@ -83,6 +83,21 @@ def test_classifier_reads_the_true_last_step(bidirectional):
             torch.testing.assert_close(alone, logits[b:b + 1])
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_bidirectional_classifier_reads_both_directions_over_the_whole_sequence(cell):
+    """Forward half at the last true step, backward half at step 0: both equal torch's final
+    hidden states of the unpadded sequence."""
+    model = classifier(cell=cell, bidirectional=True).eval()
+    data = classify_data(5, seed=3)
+    with torch.no_grad():
+        logits = model(data.inputs, data.lengths)
+        for b, n in enumerate(data.lengths.tolist()):
+            state = model.rnn(data.inputs[b:b + 1, :n])[1]
+            h_n = state[0] if cell == "lstm" else state
+            features = torch.cat([h_n[0], h_n[1]], dim=1)          # (1, 2H): forward, backward
+            torch.testing.assert_close(model.readout(features).squeeze(1), logits[b:b + 1])
+
+
 def test_classifier_on_time_major_rnn_matches_batch_first():
     torch.manual_seed(0)
     time_major = SequenceClassifier(make_rnn("gru", VOCAB, 5))
@@ -212,6 +227,10 @@ def test_batches_cover_every_sequence_once(bucket):
     ("patience", 0, "patience must be None or >= 1"),
     ("momentum", 1.0, "momentum must be in"),
     ("device", "gpu0", "device must be a torch device"),
+    ("lr", "0.1", "lr must be int or float, got '0.1'"),
+    ("epochs", None, "epochs must be int, got None"),
+    ("batch_size", 2.5, "batch_size must be int, got 2.5"),
+    ("clip", True, "clip must be int or float or None, got True"),
 ])
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):

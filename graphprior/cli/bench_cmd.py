@@ -78,6 +78,8 @@ def run(spec_file: Path | None, preset: str | None, store: Path, workers: int | 
 @click.option("--limit", type=click.IntRange(min=1), help="The --limit the sweep was run with.")
 def status(store: Path, spec_file: Path | None, preset: str | None, limit: int | None) -> None:
     """Counts of done and failed runs in STORE, mean seconds per model, pending runs of a spec."""
+    if limit is not None and not (spec_file or preset):
+        raise click.UsageError("--limit counts pending runs of a spec: give --spec or --preset too")
     try:
         with ResultsStore(store, create=False) as results:
             counts, seconds, stored = results.counts(), results.mean_seconds(), results.statuses()
