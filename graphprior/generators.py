@@ -251,7 +251,7 @@ def directed_scale_free(
 
     Bollobás, Borgs, Chayes & Riordan (2003), "Directed scale-free graphs", SODA.
     """
-    n = _check_int("n", n, 1)
+    n = _check_int("n", n, 3)  # the model grows from a 3-cycle
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         _check_float(name, value, 0.0, 1.0)
     if not np.isclose(alpha + beta + gamma, 1.0):
@@ -428,9 +428,10 @@ def to_networkx(graph: GraphLike) -> nx.Graph:
 
 
 def load_graph(path: str | Path, directed: bool = False) -> igraph.Graph:
-    """Read a graph from GraphML (``.graphml``) or a whitespace-separated edge list (any
-    other suffix; ``directed`` applies to edge lists only). Node order as ``to_igraph``:
-    integer labels sorted, other labels in order of appearance."""
+    """Read a graph from GraphML (``.graphml``, node order as in the file) or a
+    whitespace-separated edge list (any other suffix; ``directed`` applies to edge lists
+    only; node order as ``to_igraph``: integer labels sorted, other labels in order of
+    appearance)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no graph file at {path}")
@@ -445,11 +446,21 @@ def load_graph(path: str | Path, directed: bool = False) -> igraph.Graph:
 
 
 def save_graph(graph: GraphLike, path: str | Path) -> Path:
-    """Write a graph as GraphML (``.graphml``) or as an edge list (any other suffix)."""
+    """Write a graph as GraphML (``.graphml``) or as an edge list (any other suffix).
+
+    An edge list cannot hold isolated nodes (reading it back would renumber the rest and
+    change every feature), so such a graph is refused there: save it as GraphML.
+    """
     path = Path(path)
     g = to_igraph(graph)
     if path.suffix.lower() == ".graphml":
         g.write_graphml(str(path))
-    else:
-        g.write_edgelist(str(path))
+        return path
+    isolated = [v for v, degree in enumerate(g.degree()) if degree == 0]
+    if isolated:
+        raise ValueError(
+            f"path: an edge list cannot hold the {len(isolated)} isolated node(s) of this graph "
+            f"(e.g. node {isolated[0]}); save it as .graphml"
+        )
+    g.write_edgelist(str(path))
     return path

@@ -301,12 +301,7 @@ def load_table(
         numeric = list(frame.select_dtypes("number").columns)
         raise ValueError(f"target: column {target!r} not in the table; numeric columns: {numeric}")
     if features is None:
-        features = [c for c in FEATURE_NAMES if c in frame.columns]
-        if not features:
-            raise ValueError(
-                "features: the table has none of graphprior.features.FEATURE_NAMES; "
-                "pass features= explicitly"
-            )
+        features = _default_features(frame)
     features = [f for f in features if f != target]
     _check_columns(frame, features, "features")
     non_numeric = [f for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
@@ -315,6 +310,23 @@ def load_table(
     table = PredictionTable(frame[["cell", "group", *features, target]], tuple(features), target)
     validate(table)
     return table
+
+
+def _default_features(frame: pd.DataFrame) -> list[str]:
+    """The table's columns of ``FEATURE_NAMES``, less those undefined (NaN) for some graph.
+
+    A feature such as degree assortativity has no value for a regular graph (a ring
+    lattice, WS with p = 0); leaving the column out with a warning keeps the default run
+    usable, while an explicit ``features=`` list with NaN is still an error.
+    """
+    features = [c for c in FEATURE_NAMES if c in frame.columns]
+    if not features:
+        raise ValueError("features: the table has none of graphprior.features.FEATURE_NAMES; pass features= explicitly")
+    undefined = [c for c in features if frame[c].isna().any()]
+    if undefined:
+        warnings.warn(f"features: leaving out {undefined}, undefined (NaN) for some graphs; "
+                      "pass features= to choose the columns yourself", stacklevel=3)
+    return [c for c in features if c not in undefined]
 
 
 def validate(table: PredictionTable) -> None:

@@ -307,11 +307,13 @@ def prior_init_(
     """
     if nilpotent not in ("raise", "skip"):
         raise ValueError(f"nilpotent must be 'raise' or 'skip', got {nilpotent!r}")
-    if radius is not None and not radius > 0:
+    if radius is not None and not (isinstance(radius, (int, float)) and radius > 0):
         raise ValueError(f"radius must be a positive number or None, got {radius!r}")
-    hidden = weight.shape[1]
-    if weight.dim() != 2 or weight.shape[0] % hidden:
+    if not (isinstance(gain, (int, float)) and gain > 0):
+        raise ValueError(f"gain must be a positive number, got {gain!r}")
+    if weight.dim() != 2 or weight.shape[1] == 0 or weight.shape[0] % weight.shape[1]:
         raise ValueError(f"weight must have shape (G*H, H), got {tuple(weight.shape)}")
+    hidden = weight.shape[1]
     full = gate_mask(mask, weight.shape[0] // hidden) if tuple(mask.shape) == (hidden, hidden) else mask
     if tuple(full.shape) != tuple(weight.shape) or full.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor of shape ({hidden}, {hidden}) or {tuple(weight.shape)}")

@@ -355,7 +355,13 @@ def _distinct_negatives(
     kind: Negatives, grammar: Grammar, n: int, rng: np.random.Generator,
     min_length: int | None, max_length: int | None,
 ) -> list[str]:
-    """``n`` distinct invalid strings made by ``kind`` from freshly sampled valid strings."""
+    """``n`` distinct invalid strings made by ``kind`` from freshly sampled valid strings.
+
+    ``hard`` negatives are kept inside the positives' length window, so that an insertion
+    or deletion at its edge never lets length alone give the class away.
+    """
+    low = min_length if kind == "hard" and min_length is not None else 0
+    high = max_length if kind == "hard" and max_length is not None else float("inf")
     found: dict[str, None] = {}
     for _ in range(_MAX_ROUNDS):
         need = n - len(found)
@@ -363,7 +369,7 @@ def _distinct_negatives(
             break
         bases = grammar.sample(need, rng, min_length, max_length, lengths="uniform")
         for s in _NEGATIVES[kind](bases, grammar, rng):
-            if not grammar.is_valid(s):
+            if low <= len(s) <= high and not grammar.is_valid(s):
                 found[s] = None
     if len(found) < n:
         raise ValueError(f"n: could not draw {n} distinct {kind} negatives; widen the length window")

@@ -72,3 +72,11 @@ def test_features_refuses_other_table_formats(runner, tmp_path):
     generate("complete", n=4).write_graphml(str(path))
     result = runner.invoke(main, ["features", str(path), "-o", str(tmp_path / "f.xlsx")])
     assert result.exit_code == 2 and "output must end in .csv or .parquet" in result.output
+
+
+def test_features_names_a_file_that_is_no_graph(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "broken.graphml").write_text("<graphml><graph")
+    for name in ("empty.txt", "broken.graphml"):
+        result = CliRunner().invoke(main, ["features", str(tmp_path / name), "-o", str(tmp_path / "f.csv")])
+        assert result.exit_code == 2 and name in result.output and "Traceback" not in result.output

@@ -127,6 +127,11 @@ def test_powerlaw_cluster_edge_count():
     assert g.ecount() == 2 * (50 - 2)
 
 
+def test_directed_scale_free_needs_three_nodes():
+    with pytest.raises(ValueError, match="n must be an integer >= 3, got 2"):
+        generate("directed_scale_free", n=2, seed=0)
+
+
 def test_directed_scale_free_is_simple_and_directed():
     g = generate("directed_scale_free", n=60, seed=0)
     assert g.is_directed() and g.vcount() == 60 and g.is_simple()
@@ -231,6 +236,14 @@ def test_save_and_load_round_trip(tmp_path, suffix):
     loaded = load_graph(path)
     assert loaded.vcount() == 15
     assert sorted(map(sorted, loaded.get_edgelist())) == sorted(map(sorted, g.get_edgelist()))
+
+
+def test_isolated_nodes_survive_graphml_and_are_refused_by_edge_lists(tmp_path):
+    g = generate("erdos_renyi_gnp", n=30, p=0.03, seed=0)
+    assert 0 in g.degree()
+    assert load_graph(save_graph(g, tmp_path / "g.graphml")).vcount() == 30
+    with pytest.raises(ValueError, match=r"edge list cannot hold the \d+ isolated node\(s\).*save it as .graphml"):
+        save_graph(g, tmp_path / "g.txt")
 
 
 def test_edge_list_labels_are_sorted_and_direction_is_a_choice(tmp_path):

@@ -326,3 +326,13 @@ def test_reference_tables_load_and_reproduce_the_studys_split(stier2021):
         single = P.cross_validate(table.for_cell(cell), "bayesian_ridge", protocol="study")
         # the study scaled before splitting; we scale on the training rows: same split, R² within 0.005
         assert single.summary()["r2"]["mean"] == pytest.approx(reported.loc[cell.upper(), "BayesianRidge"], abs=0.005)
+
+
+def test_default_features_leave_out_columns_undefined_for_some_graphs():
+    """Degree assortativity is NaN for regular graphs: the default feature set warns and
+    leaves it out (an explicit list with it still raises, above)."""
+    frame = synthetic_frame(n_graphs=10).assign(degree_assortativity=np.nan)
+    frame.loc[2:, "degree_assortativity"] = 0.1
+    with pytest.warns(UserWarning, match=r"leaving out \['degree_assortativity'\]"):
+        table = P.load_table(frame)
+    assert "degree_assortativity" not in table.features and "density" in table.features

@@ -230,9 +230,13 @@ def test_prior_init_refuses_or_skips_nilpotent_dag_masks():
     for bad, message in [
         (dict(radius=0), "radius must be a positive number"),
         (dict(nilpotent="warn"), "nilpotent must be 'raise' or 'skip'"),
+        (dict(gain=0, radius=0.5), "gain must be a positive number, got 0"),
+        (dict(radius="a"), "radius must be a positive number or None, got 'a'"),
     ]:
         with pytest.raises(ValueError, match=message):
             prior_init_(torch.empty(10, 10), dag, **bad)
+    with pytest.raises(ValueError, match="weight must have shape \\(G\\*H, H\\), got \\(10,\\)"):
+        prior_init_(torch.empty(10), dag)
     with pytest.raises(ValueError, match="mask must be a bool tensor of shape \\(10, 10\\) or \\(30, 10\\)"):
         prior_init_(torch.empty(30, 10), torch.ones(20, 10, dtype=torch.bool))
 

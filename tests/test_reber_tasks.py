@@ -83,6 +83,16 @@ def test_every_negative_is_invalid(seed, kind, grammar):
         assert negatives and not any(g.is_valid(s) for s in negatives)
 
 
+def test_length_never_gives_the_class_away_with_hard_negatives():
+    """Insertions and deletions at the window's edge would make every string of length 10
+    or 36 a negative: hard negatives stay inside the positives' length window."""
+    train, test = classification_data(n=1000, negatives="hard", seed=5, min_length=11, max_length=35)
+    for part in (train, test):
+        lengths = {int(y): [len(s) for s, t in zip(part.strings, part.targets) if t == y] for y in (0, 1)}
+        assert 11 <= min(lengths[0]) and max(lengths[0]) <= 35
+        assert 11 <= min(lengths[1]) and max(lengths[1]) <= 35
+
+
 def test_hard_negatives_are_one_edit_within_the_alphabet():
     rng = np.random.default_rng(0)
     bases = REBER.sample(300, seed=1, min_length=11, max_length=20, lengths="uniform")

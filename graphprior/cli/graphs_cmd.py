@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,7 +37,7 @@ def _numbered(path: Path, index: int, count: int) -> Path:
 @click.option("--m", type=int, help="Edges per new node (Barabási–Albert, Holme–Kim) or edge count (G(n, m)).")
 @click.option("--p", type=float, help="Rewiring / edge / triangle probability.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Any other generator parameter (JSON value), repeatable.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; graph i of --count uses seed + i.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed; graph i of --count uses seed + i.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Number of graphs; files get a _NNNN suffix.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="GraphML (.graphml) or edge-list file.")
 def generate(name: str, n: int | None, k: float | None, m: int | None, p: float | None, params: tuple[str, ...], seed: int, count: int, output: Path) -> None:
@@ -68,7 +69,7 @@ def generate(name: str, n: int | None, k: float | None, m: int | None, p: float 
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table: .csv or .parquet.")
 @click.option("--directed", is_flag=True, help="Read edge-list files as directed graphs.")
 @click.option("--small-world", is_flag=True, help="Add the small-world coefficient sigma (slow).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of community detection and sampling.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of community detection and sampling.")
 def features(graphs: tuple[Path, ...], output: Path, directed: bool, small_world: bool, seed: int) -> None:
     """Compute structural features of graph files (GraphML or edge lists) into one table.
 
@@ -77,9 +78,7 @@ def features(graphs: tuple[Path, ...], output: Path, directed: bool, small_world
     suffix = output.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise click.BadParameter(f"output must end in .csv or .parquet, got {output.name}", param_hint="-o")
-    table = feature_table(
-        [load_graph(path, directed=directed) for path in graphs], progress=True, small_world=small_world, seed=seed
-    )
+    table = feature_table([_read(path, directed) for path in graphs], progress=True, small_world=small_world, seed=seed)
     table.insert(0, "graph", [str(path) for path in graphs])
     output.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
@@ -87,3 +86,15 @@ def features(graphs: tuple[Path, ...], output: Path, directed: bool, small_world
     else:
         table.to_parquet(output, index=False)
     click.echo(f"{len(table)} graphs x {table.shape[1] - 1} features -> {output}")
+
+
+def _read(path: Path, directed: bool) -> Any:
+    """A graph file, or a usage error naming the file that could not be read as a graph."""
+    try:
+        graph = load_graph(path, directed=directed)
+    except Exception as error:  # igraph and networkx raise several kinds for a broken file
+        raise click.BadParameter(f"{path}: not a readable graph ({type(error).__name__}: {error})",
+                                 param_hint="GRAPHS") from None
+    if graph.vcount() == 0:
+        raise click.BadParameter(f"{path}: the graph has no nodes", param_hint="GRAPHS")
+    return graph

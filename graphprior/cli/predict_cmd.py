@@ -31,7 +31,7 @@ def _names(value: str | None) -> list[str] | None:
               help="k of the grouped k-fold cross-validation.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1),
               help="Repetitions of the k-fold split, each with the graphs shuffled anew.")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the splits and of every model.")
 @click.option("--study-protocol", is_flag=True,
               help="Also score every model on the study's single random 90/10 row split "

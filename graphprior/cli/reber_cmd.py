@@ -41,7 +41,7 @@ def reber() -> None:
 @click.option("--grammar", type=click.Choice(sorted(GRAMMARS)), default="reber", show_default=True,
               help="'reber': the plain grammar (strings B...E); 'embedded': B, T|P, a Reber string, the same T|P, E.")
 @click.option("-n", "n", type=click.IntRange(min=0), default=10, show_default=True, help="Number of strings.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same strings.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed; the same seed gives the same strings.")
 @click.option("--min-length", type=click.IntRange(min=0), default=None, help="Shortest allowed string length.")
 @click.option("--max-length", type=click.IntRange(min=0), default=None, help="Longest allowed string length.")
 @click.option("--lengths", type=click.Choice(["grammar", "uniform"]), default="grammar", show_default=True,
@@ -70,7 +70,7 @@ def sample(grammar: str, n: int, seed: int, min_length: int | None, max_length: 
               help="Number of strings, train and test together [default: 25000 for classify, 512 for next_symbol].")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Share of the strings in the test split [default: 0.25 for classify, 0.5 for next_symbol].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--min-length", type=click.IntRange(min=0), default=None,
               help="Shortest valid string [default: 11 for classify, none for next_symbol].")
 @click.option("--max-length", type=click.IntRange(min=0), default=None,
