@@ -282,19 +282,22 @@ def load_table(
     *,
     target: str = TARGET,
     features: Sequence[str] | None = None,
+    task: str | None = None,
 ) -> PredictionTable:
     """Read and validate one or several tables into a :class:`PredictionTable`.
 
     ``features`` defaults to the columns named in :data:`graphprior.features.FEATURE_NAMES`.
-    Raises ``ValueError`` for a missing target, a constant target, missing or non-numeric
-    features and NaN values (naming the columns).
+    A sweep's table may hold several tasks, whose targets mean different things: ``task``
+    keeps the runs of one (required when there are several). Raises ``ValueError`` for a
+    missing target, a constant target, missing or non-numeric features and NaN values
+    (naming the columns).
     """
     if isinstance(sources, (pd.DataFrame, str, PathLike)):
         sources = [sources]
     if not sources:
         raise ValueError("sources: give at least one table")
     frames = [normalise(read_source(s), name=f"{i}:") for i, s in enumerate(sources)]
-    frame = pd.concat(frames, ignore_index=True)
+    frame = _one_task(pd.concat(frames, ignore_index=True), task)
     if frame.empty:
         raise ValueError("sources: no rows (a results store needs runs with status 'done')")
     if target not in frame.columns:
@@ -310,6 +313,18 @@ def load_table(
     table = PredictionTable(frame[["cell", "group", *features, target]], tuple(features), target)
     validate(table)
     return table
+
+
+def _one_task(frame: pd.DataFrame, task: str | None) -> pd.DataFrame:
+    """The rows of ``task``; an error naming the tasks when several are mixed and none is chosen."""
+    tasks = sorted(frame["task"].dropna().unique()) if "task" in frame.columns else []
+    if task is None:
+        if len(tasks) > 1:
+            raise ValueError(f"task: the table mixes tasks {tasks}, whose targets differ; choose one")
+        return frame
+    if task not in tasks:
+        raise ValueError(f"task: {task!r} is not in the table; tasks: {tasks}")
+    return frame[frame["task"] == task]
 
 
 def _default_features(frame: pd.DataFrame) -> list[str]:

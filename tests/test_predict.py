@@ -336,3 +336,16 @@ def test_default_features_leave_out_columns_undefined_for_some_graphs():
     with pytest.warns(UserWarning, match=r"leaving out \['degree_assortativity'\]"):
         table = P.load_table(frame)
     assert "degree_assortativity" not in table.features and "density" in table.features
+
+
+def test_a_sweep_with_several_tasks_needs_one_chosen():
+    """test_acc of classification and of next-symbol prediction are different targets."""
+    frame = pd.concat([synthetic_frame(n_graphs=10).assign(task="classify"),
+                       synthetic_frame(n_graphs=10, seed=1).assign(task="next_symbol",
+                                                                  run_id=lambda f: f.run_id + "n")])
+    with pytest.raises(ValueError, match=r"task: the table mixes tasks \['classify', 'next_symbol'\]"):
+        P.load_table(frame, features=FEATURES)
+    table = P.load_table(frame, features=FEATURES, task="next_symbol")
+    assert len(table.frame) == 20
+    with pytest.raises(ValueError, match=r"task: 'continual' is not in the table"):
+        P.load_table(frame, features=FEATURES, task="continual")

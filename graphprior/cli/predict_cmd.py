@@ -22,6 +22,8 @@ def _names(value: str | None) -> list[str] | None:
               help="'cell': evaluate each cell type separately and pooled (cell type one-hot "
                    "as a feature); 'none': pooled only.")
 @click.option("--target", default=TARGET, show_default=True, help="Column to predict.")
+@click.option("--task", default=None, help="Keep the runs of this task (classify, next_symbol, "
+              "continual); required when a sweep's table holds several.")
 @click.option("--features", default=None, metavar="A,B,...",
               help="Comma-separated feature columns [default: the columns named in "
                    "graphprior.features.FEATURE_NAMES].")
@@ -49,6 +51,7 @@ def predict(
     output: str,
     by: str,
     target: str,
+    task: str | None,
     features: str | None,
     models: str,
     folds: int,
@@ -69,7 +72,7 @@ def predict(
     predicted_vs_actual.png, importances.png, ablations.png.
     """
     try:
-        table = load_table(list(sources), target=target, features=_names(features))
+        table = load_table(list(sources), target=target, features=_names(features), task=task)
         report = build_report(
             table, models=_names(models) or [], by_cell=by == "cell", n_splits=folds,
             n_repeats=repeats, seed=seed, study_protocol=study_protocol,
