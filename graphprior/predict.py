@@ -283,12 +283,15 @@ def load_table(
     target: str = TARGET,
     features: Sequence[str] | None = None,
     task: str | None = None,
+    mean_over_seeds: bool = False,
 ) -> PredictionTable:
     """Read and validate one or several tables into a :class:`PredictionTable`.
 
     ``features`` defaults to the columns named in :data:`graphprior.features.FEATURE_NAMES`.
     A sweep's table may hold several tasks, whose targets mean different things: ``task``
-    keeps the runs of one (required when there are several). Raises ``ValueError`` for a
+    keeps the runs of one (required when there are several). ``mean_over_seeds`` replaces
+    the runs of one graph and cell type by one row with their mean target (see
+    :func:`mean_over_seeds`). Raises ``ValueError`` for a
     missing target, a constant target, missing or non-numeric features and NaN values
     (naming the columns).
     """
@@ -310,9 +313,28 @@ def load_table(
     non_numeric = [f for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
     if non_numeric:
         raise ValueError(f"features: columns {non_numeric} are not numeric")
+    if mean_over_seeds:
+        frame = _mean_over_seeds(frame, features, target)
     table = PredictionTable(frame[["cell", "group", *features, target]], tuple(features), target)
     validate(table)
     return table
+
+
+def _mean_over_seeds(frame: pd.DataFrame, features: Sequence[str], target: str) -> pd.DataFrame:
+    """One row per (cell, graph): the graph's features and its target averaged over the
+    training seeds of its runs.
+
+    Structure fixes a network's expected performance; the training seed adds noise that no
+    structural feature can predict. Averaging a graph's seeds measures how well structure
+    predicts the expected performance, the question the study asks; with one run per graph
+    it changes nothing. Cross-validation stays grouped by graph (one row each now).
+    """
+    grouped = frame.groupby(["cell", "group"], sort=False)
+    varying = [f for f in features if (grouped[f].nunique(dropna=False) > 1).any()]
+    if varying:
+        raise ValueError(f"mean_over_seeds: features {varying} differ between runs of one graph; "
+                         "only the training seed may vary within a graph")
+    return grouped.agg({**{f: "first" for f in features}, target: "mean"}).reset_index()
 
 
 def _one_task(frame: pd.DataFrame, task: str | None) -> pd.DataFrame:

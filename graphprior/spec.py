@@ -5,7 +5,9 @@ generators with parameter grids or seeded distributions, how a graph becomes a
 recurrent network (``model``), the Reber tasks, the training settings and the seeds.
 :func:`expand` turns it into a list of frozen :class:`RunConfig` objects, each with a
 stable ``run_id`` (hash of its canonical JSON, as OpenLTH keys runs by the hash of their
-hyperparameters) and a ``graph_id`` shared by all runs built from the same graph.
+hyperparameters) and a ``graph_id`` shared by all runs built from the same generator
+call (a record stores the content fingerprint of the built graph instead, see
+``graphprior.sweep.graph_id``).
 
 Parameter values of a generator may be
 
@@ -512,7 +514,10 @@ class RunConfig(_Strict):
 
     @cached_property
     def graph_id(self) -> str:
-        """Hash of (generator, params, graph seed): runs built from the same graph share it."""
+        """Hash of (generator, params, graph seed): runs built by the same generator call share
+        it. Records use the built graph's content fingerprint instead (equal for equal graphs
+        from different seeds, e.g. ring lattices); this is the fallback for runs whose graph
+        was never built."""
         return _digest([self.generator, self.params, self.graph_seed])
 
     def group_key(self) -> tuple:

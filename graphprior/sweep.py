@@ -10,6 +10,7 @@ train -> evaluate -> structural features -> :class:`~graphprior.store.RunRecord`
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import math
 import platform
@@ -213,6 +214,7 @@ def _finish(built: _BuiltRun, history: Any, cpu_seconds: float, seconds: float) 
     return _record(
         built.config, status, reason, seconds=seconds, metrics=metrics,
         history=list(history.epochs), features=structural_features(built.graphs),
+        graph_id=graph_id(built.graphs),
     )
 
 
@@ -225,9 +227,21 @@ def _outcome(history: Any) -> tuple[str, str | None]:
     return "done", history.reason or None  # e.g. an early stop
 
 
-def _record(config: RunConfig, status: str, reason: str | None, seconds: float, **results: Any) -> RunRecord:
+def graph_id(graphs: Sequence[Any]) -> str:
+    """The ``graph_id`` of a run's record: the content fingerprint of its graph (or of its
+    per-gate graphs together), so runs on equal graphs share it whatever built them."""
+    from graphprior.generators import graph_fingerprint
+
+    prints = [graph_fingerprint(g) for g in graphs]
+    return prints[0] if len(prints) == 1 else hashlib.sha256(":".join(prints).encode()).hexdigest()[:16]
+
+
+def _record(config: RunConfig, status: str, reason: str | None, seconds: float,
+            graph_id: str | None = None, **results: Any) -> RunRecord:
+    """A run's record; ``graph_id`` defaults to the config's (for runs whose graph was
+    never built)."""
     return RunRecord(
-        run_id=config.run_id, graph_id=config.graph_id, seed=config.seed, status=status,
+        run_id=config.run_id, graph_id=graph_id or config.graph_id, seed=config.seed, status=status,
         reason=reason, config=config.canonical(), flat=config.flat(), seconds=seconds,
         versions=library_versions(), **results,
     )

@@ -48,6 +48,21 @@ def test_predict_writes_the_report(runs_csv, tmp_path):
     assert figures["sizes"]["pooled"] == {"rows": 48, "groups": 48}
 
 
+def test_predict_mean_over_seeds_averages_the_runs_of_a_graph(tmp_path):
+    rng = np.random.default_rng(1)
+    graphs = np.repeat(np.arange(12), 3)
+    density = rng.uniform(0.05, 0.5, size=12)[graphs]
+    frame = pd.DataFrame({"graph_id": [f"g{g}" for g in graphs], "cell": "gru", "status": "done",
+                          "seed": np.tile([0, 1, 2], 12), "density": density,
+                          "test_acc": 0.5 + density + rng.normal(0, 0.05, size=36)})
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "runs.csv"), "-o", str(out),
+                                       "--mean-over-seeds", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["sizes"]["gru"] == {"rows": 12, "groups": 12}
+
+
 def test_predict_by_none_evaluates_only_the_pooled_table(runs_csv, tmp_path):
     result = CliRunner().invoke(main, ["predict", runs_csv, "-o", str(tmp_path), "--by", "none", *FAST])
     assert result.exit_code == 0, result.output
@@ -69,6 +84,6 @@ def test_predict_bad_options_give_one_clear_error(runs_csv, tmp_path, options, m
 def test_predict_help_explains_every_option():
     result = CliRunner().invoke(main, ["predict", "--help"])
     assert result.exit_code == 0
-    for option in ("--output", "--by", "--target", "--features", "--models", "--folds", "--repeats",
+    for option in ("--output", "--by", "--target", "--mean-over-seeds", "--features", "--models", "--folds", "--repeats",
                    "--seed", "--study-protocol", "--learned-threshold", "--permutations", "--jobs"):
         assert option in result.output

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from graphprior.generators import (
     GENERATORS,
     generate,
+    graph_fingerprint,
     load_graph,
     save_graph,
     to_igraph,
@@ -261,3 +262,26 @@ def test_edge_list_labels_are_sorted_and_direction_is_a_choice(tmp_path):
 def test_complete_graph_size_formula():
     for n in (1, 2, 5):
         assert generate("complete", n=n).ecount() == math.comb(n, 2)
+
+
+def test_fingerprint_is_the_graph_content_not_how_it_was_drawn():
+    lattices = {graph_fingerprint(generate("ring_lattice", n=12, k=4, seed=s)) for s in range(5)}
+    assert len(lattices) == 1
+    assert graph_fingerprint(generate("watts_strogatz", n=12, k=4, p=0.0, seed=3)) in lattices
+    drawn = {graph_fingerprint(generate("erdos_renyi_gnp", n=20, p=0.3, seed=s)) for s in range(5)}
+    assert len(drawn) == 5
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(3, 15), st.floats(0.0, 1.0), st.integers(0, 10_000))
+def test_fingerprint_ignores_edge_order_and_direction_of_undirected_edges(n, p, seed):
+    g = generate("erdos_renyi_gnp", n=n, p=p, seed=seed)
+    edges = g.get_edgelist()
+    rng = np.random.default_rng(seed)
+    shuffled = [(v, u) if rng.random() < 0.5 else (u, v) for u, v in rng.permutation(edges).tolist()] if edges else []
+    same = igraph.Graph(n=n, edges=shuffled)
+    assert graph_fingerprint(same) == graph_fingerprint(g) == graph_fingerprint(to_networkx(g))
+    assert graph_fingerprint(igraph.Graph(n=n + 1, edges=edges)) != graph_fingerprint(g)
+    if edges:
+        assert graph_fingerprint(igraph.Graph(n=n, edges=edges, directed=True)) != graph_fingerprint(g)
+        assert graph_fingerprint(igraph.Graph(n=n, edges=edges[1:])) != graph_fingerprint(g)

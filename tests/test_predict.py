@@ -195,6 +195,27 @@ def test_store_format_keeps_done_runs_and_groups_by_graph():
     assert table.cells == ["gru"]
 
 
+def test_mean_over_seeds_gives_one_row_per_graph_and_cell_with_the_mean_target():
+    frame = synthetic_frame(n_graphs=8, runs_per_graph=3, cells=("gru", "lstm"))
+    table = P.load_table(frame, features=FEATURES, mean_over_seeds=True)
+    assert len(table.frame) == 16 and table.frame["group"].nunique() == 16
+    expected = frame.groupby("graph_id")["test_acc"].mean()
+    got = table.frame.set_index("group")["test_acc"]
+    np.testing.assert_allclose(got.loc[expected.index].to_numpy(), expected.to_numpy())
+    first = frame.groupby("graph_id")[FEATURES].first()
+    pd.testing.assert_frame_equal(table.frame.set_index("group").loc[first.index, FEATURES], first,
+                                  check_names=False)
+    single = synthetic_frame(n_graphs=8, runs_per_graph=1)
+    assert len(P.load_table(single, features=FEATURES, mean_over_seeds=True).frame) == 8
+
+
+def test_mean_over_seeds_refuses_features_that_differ_within_a_graph():
+    frame = synthetic_frame(n_graphs=8, runs_per_graph=2)
+    frame.loc[1, "density"] += 0.1  # run 1 is graph 0's second run
+    with pytest.raises(ValueError, match=r"mean_over_seeds: features \['density'\] differ"):
+        P.load_table(frame, features=FEATURES, mean_over_seeds=True)
+
+
 def test_csv_and_parquet_load_like_the_frame(tmp_path, table):
     frame = synthetic_frame()
     frame.to_csv(tmp_path / "runs.csv", index=False)

@@ -189,6 +189,19 @@ def test_every_mapping_and_task_runs(model, task):
     assert 0 <= record.metrics["test_acc"] <= 1 and record.features["nodes"] == 8
 
 
+def test_records_of_equal_graphs_share_a_graph_id():
+    # WS without rewiring is the ring lattice for every graph seed: one graph, one group
+    data = tiny_spec(generators=[{"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.0}},
+                                 {"name": "erdos_renyi_gnp", "params": {"n": 6, "p": 0.5}}],
+                     model={"cells": ["rnn_relu"]}, repetitions=2)
+    records = run_group(expand(data))
+    assert all(r.status == "done" for r in records), [r.reason for r in records]
+    by_generator: dict[str, set] = {}
+    for record in records:
+        by_generator.setdefault(record.flat["generator"], set()).add(record.graph_id)
+    assert len(by_generator["watts_strogatz"]) == 1 and len(by_generator["erdos_renyi_gnp"]) == 2
+
+
 def test_per_gate_layout_draws_one_graph_per_gate():
     data = tiny_spec(generators=[{"name": "erdos_renyi_gnp", "params": {"n": 10, "p": 0.3}}],
                      model={"gate_layout": "per_gate", "cells": ["lstm"]})

@@ -24,6 +24,10 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--target", default=TARGET, show_default=True, help="Column to predict.")
 @click.option("--task", default=None, help="Keep the runs of this task (classify, next_symbol, "
               "continual); required when a sweep's table holds several.")
+@click.option("--mean-over-seeds", is_flag=True,
+              help="Predict each graph's target averaged over its training seeds (one row per "
+                   "graph and cell type): the expected performance that structure can "
+                   "determine, without the seed-to-seed noise it cannot.")
 @click.option("--features", default=None, metavar="A,B,...",
               help="Comma-separated feature columns [default: the columns named in "
                    "graphprior.features.FEATURE_NAMES].")
@@ -52,6 +56,7 @@ def predict(
     by: str,
     target: str,
     task: str | None,
+    mean_over_seeds: bool,
     features: str | None,
     models: str,
     folds: int,
@@ -72,7 +77,8 @@ def predict(
     predicted_vs_actual.png, importances.png, ablations.png.
     """
     try:
-        table = load_table(list(sources), target=target, features=_names(features), task=task)
+        table = load_table(list(sources), target=target, features=_names(features), task=task,
+                           mean_over_seeds=mean_over_seeds)
         report = build_report(
             table, models=_names(models) or [], by_cell=by == "cell", n_splits=folds,
             n_repeats=repeats, seed=seed, study_protocol=study_protocol,
