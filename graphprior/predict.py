@@ -13,6 +13,7 @@ Every table is normalised into a :class:`PredictionTable` with the columns ``cel
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -429,6 +430,32 @@ def study_split(n_rows: int, test_size: float = 0.1, random_state: int = 7) -> l
 
 
 # --------------------------------------------------------------------------- metrics
+
+def noise_ceiling(table: PredictionTable) -> dict[str, float]:
+    """How much of the target's variance any predictor of structure could explain at most.
+
+    Runs of one graph share every structural feature, so the spread of the target among
+    them (different training seeds) is noise that no function of structure can explain:
+    the best such predictor answers each graph's mean, and its expected R² is at most
+    ``ceiling = 1 - within / total``, with ``within`` the pooled variance among the runs of
+    a graph and ``total`` the target's variance. NaN when no graph has two runs. Returns
+    ``ceiling``, ``within_std``, ``total_std`` and ``repeated_groups`` (graphs with two or
+    more runs, the ones that estimate the noise).
+    """
+    frame = table.frame
+    y = frame[table.target].astype(float)
+    grouped = y.groupby(frame["group"].to_numpy())
+    sizes = grouped.size()
+    repeated = int((sizes > 1).sum())
+    total = float(y.var(ddof=1)) if len(y) > 1 else math.nan
+    if repeated == 0 or not total > 0:
+        return {"ceiling": math.nan, "within_std": math.nan, "total_std": math.sqrt(max(total, 0.0)),
+                "repeated_groups": repeated}
+    squares = float(((y - grouped.transform("mean")) ** 2).sum())
+    within = squares / int((sizes - 1).sum())
+    return {"ceiling": 1.0 - within / total, "within_std": math.sqrt(within), "total_std": math.sqrt(total),
+            "repeated_groups": repeated}
+
 
 def _rank_correlation(function: Callable, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     with warnings.catch_warnings():  # constant predictions (the mean baseline): NaN

@@ -31,6 +31,7 @@ from graphprior.predict import (
     compare_models,
     importances,
     learnability,
+    noise_ceiling,
     scopes,
     summarise,
 )
@@ -51,6 +52,7 @@ class Report:
     ablations: dict[str, dict[str, CVResult]] = field(default_factory=dict)
     study_protocol: list[CVResult] = field(default_factory=list)
     learnability: dict[str, LearnabilityResult] = field(default_factory=dict)
+    ceilings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Every figure, JSON-ready (NaN becomes ``null``)."""
@@ -65,6 +67,7 @@ class Report:
                           for s, sets in self.ablations.items()},
             "study_protocol": [r.to_dict() for r in self.study_protocol],
             "learnability": {s: r.to_dict() for s, r in self.learnability.items()},
+            "noise_ceiling": self.ceilings,
         })
 
 
@@ -101,6 +104,7 @@ def build_report(
     cv = dict(n_splits=n_splits, seed=seed, n_jobs=n_jobs)
     for scope, part in tqdm(parts.items(), desc="predict", unit="scope", disable=not progress):
         report.sizes[scope] = {"rows": len(part.frame), "groups": int(part.frame["group"].nunique())}
+        report.ceilings[scope] = noise_ceiling(part)
         report.comparison += compare_models(part, models, scope=scope, n_repeats=n_repeats, **cv)
         best = report.best[scope] = best_model(report.comparison, scope)
         report.importances[scope] = importances(part, best, n_permutations=n_permutations, **cv)
@@ -123,6 +127,16 @@ def _cell(summary: dict[str, dict[str, float]], metric: str) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _ceiling_lines(ceiling: dict[str, float] | None) -> list[str]:
+    """The scope's noise ceiling in words, when its graphs have repeated runs."""
+    if not ceiling or math.isnan(ceiling["ceiling"]):
+        return []
+    return [f"Noise ceiling: R² <= {ceiling['ceiling']:.3f}. Runs of one graph differ by "
+            f"{ceiling['within_std']:.4f} (std, from {ceiling['repeated_groups']} graphs with "
+            f"repeated runs) of the target's {ceiling['total_std']:.4f}; no function of "
+            "structure can predict that part.", ""]
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [pd.DataFrame(list(rows), columns=list(header)).to_markdown(index=False), ""]
 
@@ -140,6 +154,7 @@ def _comparison_section(report: Report) -> list[str]:
         size = report.sizes[scope]
         lines += [f"### {scope}: {size['rows']} runs, {size['groups']} graphs; "
                   f"best model `{report.best[scope]}`", ""]
+        lines += _ceiling_lines(report.ceilings.get(scope))
         lines += _markdown_table(
             ["model", *METRICS],
             [[m, *(_cell(by_key[scope, m], k) for k in METRICS)] for m in models],

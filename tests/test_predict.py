@@ -209,6 +209,31 @@ def test_mean_over_seeds_gives_one_row_per_graph_and_cell_with_the_mean_target()
     assert len(P.load_table(single, features=FEATURES, mean_over_seeds=True).frame) == 8
 
 
+def test_noise_ceiling_is_one_minus_the_within_graph_share_of_variance():
+    frame = pd.DataFrame({"graph_id": ["a", "a", "b", "b", "c"], "cell": "gru", "status": "done",
+                          "density": [0.1, 0.1, 0.2, 0.2, 0.3], "test_acc": [0.5, 0.7, 0.8, 0.8, 0.9]})
+    result = P.noise_ceiling(P.load_table(frame, features=["density"]))
+    within = (0.1 ** 2 + 0.1 ** 2 + 0 + 0) / 2  # squared deviations from the graph means / (n - groups)
+    total = np.var([0.5, 0.7, 0.8, 0.8, 0.9], ddof=1)
+    assert result["ceiling"] == pytest.approx(1 - within / total)
+    assert result["within_std"] == pytest.approx(np.sqrt(within)) and result["repeated_groups"] == 2
+    single = P.noise_ceiling(P.load_table(frame, features=["density"], mean_over_seeds=True))
+    assert np.isnan(single["ceiling"]) and single["repeated_groups"] == 0
+
+
+@pytest.mark.parametrize("seed, noise", [(0, 0.01), (1, 0.05), (2, 0.1), (3, 0.2), (4, 0.4)])
+def test_noise_ceiling_estimates_the_r2_of_the_true_graph_means(seed, noise):
+    # the best any predictor of structure can do is to answer each graph's true mean
+    rng = np.random.default_rng(seed)
+    means = np.repeat(rng.uniform(0.5, 1.0, size=300), 4)
+    y = means + rng.normal(0, noise, size=1200)
+    frame = pd.DataFrame({"graph_id": np.repeat(np.arange(300), 4), "cell": "gru", "status": "done",
+                          "density": means, "test_acc": y})
+    ceiling = P.noise_ceiling(P.load_table(frame, features=["density"]))["ceiling"]
+    oracle = 1 - np.sum((y - means) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert ceiling == pytest.approx(oracle, abs=0.04)
+
+
 def test_mean_over_seeds_refuses_features_that_differ_within_a_graph():
     frame = synthetic_frame(n_graphs=8, runs_per_graph=2)
     frame.loc[1, "density"] += 0.1  # run 1 is graph 0's second run
@@ -312,7 +337,7 @@ def test_learnability_separates_runs_that_never_learned():
 # --------------------------------------------------------------------------- reports
 
 def test_report_writes_markdown_json_and_plots(tmp_path):
-    table = P.load_table(synthetic_frame(n_graphs=20, runs_per_graph=1, cells=("gru", "lstm")),
+    table = P.load_table(synthetic_frame(n_graphs=20, runs_per_graph=2, cells=("gru", "lstm")),
                          features=FEATURES)
     report = build_report(table, models=["mean", "bayesian_ridge"], n_splits=3, n_repeats=1,
                           n_permutations=1, study_protocol=True, learned_threshold=0.7)
@@ -326,8 +351,10 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
     mean_baseline = figures["comparison"][0]
     assert mean_baseline["model"] == "mean" and mean_baseline["metrics"]["spearman"]["mean"] is None
     assert set(figures["learnability"]) == {"gru", "lstm", "pooled"}
+    ceiling = figures["noise_ceiling"]["gru"]
+    assert ceiling == P.noise_ceiling(table.for_cell("gru")) and 0.9 < ceiling["ceiling"] < 1
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert markdown == to_markdown(report)
+    assert markdown == to_markdown(report) and f"Noise ceiling: R² <= {ceiling['ceiling']:.3f}" in markdown
     for heading in ("## R² by model", "### gru", "## The study's protocol", "## Permutation importances",
                     "## Feature ablations", "## Learns at all?"):
         assert heading in markdown
