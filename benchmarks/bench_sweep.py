@@ -73,9 +73,12 @@ def report(table: pd.DataFrame, wall: float, epochs: int, full_epochs: int, work
             f"| {name} | {value:.1f} | {effective:.1f} | {effective * total / 3600:.1f} "
             f"| {effective / TARGET_SECONDS:.1f}x | {STUDY_SECONDS[0] / effective:.0f}–{STUDY_SECONDS[1] / effective:.0f}x |"
         )
-    lines += ["", "| cell | runs | mean fit s/epoch (wall) | mean test_acc |", "|---|---|---|---|"]
+    lines += ["", "| cell | runs | mean fit s/epoch (wall) | mean fit CPU s/epoch | CPU s/model at the preset's epochs "
+              "| mean test_acc |", "|---|---|---|---|---|---|"]
     for cell, group in done.groupby("cell"):
-        lines.append(f"| {cell} | {len(group)} | {group.fit_seconds.mean() / epochs:.1f} | {group.test_acc.mean():.3f} |")
+        lines.append(f"| {cell} | {len(group)} | {group.fit_seconds.mean() / epochs:.1f} | "
+                     f"{group.cpu_seconds.mean() / epochs:.2f} | {group.cpu_seconds.mean() * full_epochs / epochs:.0f} | "
+                     f"{group.test_acc.mean():.3f} |")
     return "\n".join(lines)
 
 

@@ -5,16 +5,24 @@ connections) but share the cell type, the input size and the head. Every connect
 every model is one *block*: a small recurrent layer of its target layer's width reading
 its source layer's output (``rnn_models.layered.LayeredRNN`` runs a layer's blocks as one
 fused call). Here DAG layer ``j`` of all K models is one call of
-``rnn_models.batched.batched_recurrence`` over all their blocks into layer ``j`` (two
-calls, narrow and wide blocks, where that cuts the padding by >= 20 %):
+``rnn_models.batched.batched_recurrence_fm`` (the hoisted engine; ``ENGINES`` picks the
+engine per cell type) over all their blocks into layer ``j`` (two calls, narrow and wide
+blocks, where that cuts the padding by >= 20 %, ``SPLIT_BELOW``):
 
+* every layer's output is kept feature-major, ``(K, W_j, T, B)`` (a view of the engine's
+  step-major storage), so a block's input is a gather over the model axis and the input
+  projection of all its steps is one matrix product;
 * widths are padded to the largest width in the call (units beyond a model's width have
   zero weights and biases and stay exactly zero, so they change nothing), inputs to the
   largest source width;
 * parameters are stored model axis first, ``(K, S_j, G*W_j, in)`` with ``S_j`` the most
   blocks any model has into layer ``j``; missing blocks are all-zero and never computed
-  (the live blocks are gathered for the call), so Adam, per-model gradient clipping and
-  per-model zeroing are those of ``rnn_models.ensemble.EnsembleModel``, reused as is;
+  (the live blocks are gathered for the call, a bucket's units are a narrow of every
+  gate block, not a gather), so Adam, per-model gradient clipping and per-model zeroing
+  are those of ``rnn_models.ensemble.EnsembleModel``, reused as is;
+* gathers over the model axis are ``_take`` (``index_select`` with an ``index_add_``
+  backward: autograd's own went through a ``scatter_add_`` that cost about 10 % of a
+  training step); a gather of all models in order is skipped;
 * block outputs are summed per model; a model shallower than the deepest one simply has
   no blocks in the deeper layers and is read at its own last layer.
 
@@ -31,13 +39,17 @@ import torch
 from torch import nn
 from torch.nn.functional import pad
 
-from rnn_models.batched import batched_recurrence
+from rnn_models.batched import batched_recurrence, batched_recurrence_fm
 from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run
 from rnn_models.layered import LayeredRNN
 from rnn_models.masked import GATES
 from rnn_models.train import History, Metric, NextSymbolModel, SequenceClassifier, TrainConfig, fit, prepare_pair
 
 _HEADS = (SequenceClassifier, NextSymbolModel)
+ENGINES = {"rnn_tanh": "hoisted", "rnn_relu": "hoisted", "lstm": "hoisted", "gru": "hoisted"}
+"""Which engine of ``rnn_models.batched`` runs a layered ensemble's blocks, per cell type
+(``"hoisted"``: ``batched_recurrence_fm``; ``"stepwise"``: ``batched_recurrence``), from
+the measurements in docs/bench/layered.md."""
 LAYERED_STRATEGIES = ("auto", "separate", "batched")
 """How ``fit_layered_ensemble`` trains: ``"batched"`` is the layered ensemble,
 ``"separate"`` calls ``fit`` per model, ``"auto"`` applies ``choose_layered_strategy``."""
@@ -59,15 +71,43 @@ class _Block(NamedTuple):
     source_width: int
 
 
-def _fit_width(x: torch.Tensor, width: int) -> torch.Tensor:
-    """``x`` with its last axis cut or zero-padded to ``width`` (cut columns are zero)."""
-    have = x.shape[-1]
-    return x.narrow(-1, 0, width) if have >= width else pad(x, (0, width - have))
+def _fit_width(x: torch.Tensor, width: int, dim: int = -1) -> torch.Tensor:
+    """``x`` with axis ``dim`` cut or zero-padded to ``width`` (cut entries are zero)."""
+    have = x.shape[dim]
+    if have >= width:
+        return x.narrow(dim, 0, width)
+    dim = dim % x.dim()
+    return pad(x, (0, 0) * (x.dim() - 1 - dim) + (0, width - have))
 
 
-def _width_buckets(blocks: list[_Block]) -> list[list[_Block]]:
+class _Take(torch.autograd.Function):
+    """``source.index_select(0, index)`` whose backward is one ``index_add_`` (autograd's
+    own goes through a much slower ``scatter_add_``)."""
+
+    @staticmethod
+    def forward(ctx: Any, source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = source.shape
+        return source.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).index_add_(0, index, grad), None
+
+
+def _take(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return _Take.apply(source, index)
+
+
+SPLIT_BELOW = {"rnn_tanh": 0.8, "rnn_relu": 0.8, "lstm": 0.8, "gru": 0.8}
+"""Per cell type: a layer's blocks go into two calls (narrow and wide) when that leaves at
+most this fraction of the padded units of one call (measured: docs/bench/layered.md)."""
+
+
+def _width_buckets(blocks: list[_Block], below: float = 0.8) -> list[list[_Block]]:
     """Split a layer's blocks into at most two calls, narrow and wide, where that cuts the
-    padded units (the ensemble's memory traffic) by >= 20 %."""
+    padded units (the ensemble's memory traffic) to at most ``below`` of one call's."""
     widths = sorted({block.width for block in blocks})
     whole = len(blocks) * widths[-1]
     best, split = whole, None
@@ -76,7 +116,7 @@ def _width_buckets(blocks: list[_Block]) -> list[list[_Block]]:
         cost = small * limit + (len(blocks) - small) * widths[-1]
         if cost < best:
             best, split = cost, limit
-    if split is None or best > 0.8 * whole:
+    if split is None or best > below * whole:
         return [list(blocks)]
     return [[b for b in blocks if b.width <= split], [b for b in blocks if b.width > split]]
 
@@ -136,9 +176,12 @@ class LayeredEnsembleRNN(nn.Module):
     def _plan_layer(self, rnns: Sequence[LayeredRNN], j: int) -> list[dict[str, Any]]:
         """Register layer ``j``'s parameters and masks; return its calls (``_width_buckets``),
         each a dict of ``width``, ``in_width``, ``groups`` (source layer, name of the buffer
-        of its models, in call order) and the names of its index buffers: ``live`` (flat
-        ``k * S_j + b`` of each block), ``owner`` (each block's model), ``rows`` (the
-        bucket's gate rows, None when it has the layer's full width)."""
+        of its models in call order, None when that is all models in order), the names of
+        its index buffers ``live`` (flat ``k * S_j + b`` of each block) and ``owner`` (each
+        block's model), ``rows`` (True when the bucket is narrower than the layer) and
+        ``main`` (True when its first K blocks are every model's main path, in model
+        order; the other blocks' models are then the buffer ``skips_l{j}_call{c}``).
+        Blocks are ordered main paths first, then by source and model."""
         blocks = [_Block(k, b, source, rnn.structure.widths[j], self._source_width(rnn, source))
                   for k, rnn in enumerate(rnns) if rnn.structure.depth > j
                   for b, source in enumerate(rnn.block_sources(j))]
@@ -154,23 +197,29 @@ class LayeredEnsembleRNN(nn.Module):
             if kind.startswith("weight"):
                 self.register_buffer(name + "_mask", torch.zeros(self.num_models, slots, rows, *tail, dtype=torch.bool))
         calls = []
-        for c, bucket in enumerate(_width_buckets(blocks)):
-            bucket.sort(key=lambda block: (block.source, block.model))
+        for c, bucket in enumerate(_width_buckets(blocks, SPLIT_BELOW[self.cell])):
+            bucket.sort(key=lambda block: (block.slot > 0, block.source, block.model))  # main paths first
             width = max(block.width for block in bucket)
             prefix = f"l{j}_call{c}"
             call = {"width": width, "in_width": max(block.source_width for block in bucket), "groups": [],
                     "live": f"live_{prefix}", "owner": f"owner_{prefix}",
-                    "rows": None if width == units else f"rows_{prefix}"}
+                    "rows": width != units}
             live = torch.tensor([b.model * slots + b.slot for b in bucket])
             self.register_buffer(call["live"], live, persistent=False)
             self.register_buffer(call["owner"], torch.tensor([b.model for b in bucket]), persistent=False)
-            if call["rows"]:
-                self.register_buffer(call["rows"], _padded_rows(self.gates, units, width), persistent=False)
-            for source in sorted({block.source for block in bucket}):
-                name = f"models_{prefix}_from_{'input' if source < 0 else source}"
+            for g, source in enumerate(dict.fromkeys(block.source for block in bucket)):  # in block order
+                name = f"models_{prefix}_group{g}"
                 members = [b.model for b in bucket if b.source == source]
                 self.register_buffer(name, torch.tensor(members), persistent=False)
-                call["groups"].append((source, name))
+                call["groups"].append((source, None if members == list(range(self.num_models)) else name))
+            # the leading blocks are every model's main path, in model order: the layer's
+            # output starts as them, and the other blocks are added (no zero buffer)
+            call["main"] = (width == units and len(bucket) >= self.num_models
+                            and [b.model for b in bucket[: self.num_models]] == list(range(self.num_models))
+                            and all(b.slot == 0 for b in bucket[: self.num_models]))
+            if call["main"] and len(bucket) > self.num_models:
+                skips = torch.tensor([b.model for b in bucket[self.num_models:]])
+                self.register_buffer(f"skips_{prefix}", skips, persistent=False)
             calls.append(call)
         return calls
 
@@ -207,50 +256,64 @@ class LayeredEnsembleRNN(nn.Module):
 
     def forward(self, inputs: torch.Tensor, strategy: str | None = None) -> torch.Tensor:
         """Outputs ``(K, B, T, W)`` of every model's last layer for batch-first ``inputs``
-        ``(B, T, in)`` (``strategy`` is accepted for ``EnsembleModel`` and ignored)."""
+        ``(B, T, in)`` (``strategy`` is accepted for ``EnsembleModel`` and ignored); a view
+        of the feature-major ``(K, W, T, B)`` layout every layer is computed in."""
         if inputs.dim() != 3 or inputs.shape[2] != self.input_size:
             raise ValueError(f"inputs must be (batch, time, {self.input_size}), got {tuple(inputs.shape)}")
         outputs: list[torch.Tensor] = []
         batch, steps = inputs.shape[:2]
+        features = inputs.permute(2, 1, 0).contiguous()  # (in, T, B)
         for j, calls in enumerate(self.plans):
-            out = inputs.new_zeros(self.num_models, batch, steps, self.padded[j])
+            if len(calls) == 1 and calls[0]["main"]:
+                blocks = self._call(j, calls[0], features, outputs)
+                main = blocks[: self.num_models]
+                skips = self._buffers.get(f"skips_l{j}_call0")
+                outputs.append(main if skips is None else main.index_add(0, skips, blocks[self.num_models:]))
+                continue
+            out = inputs.new_zeros(self.num_models, self.padded[j], steps, batch)
             for call in calls:
-                blocks = self._call(j, call, inputs, outputs)
-                out.narrow(-1, 0, call["width"]).index_add_(0, getattr(self, call["owner"]), blocks)
+                blocks = self._call(j, call, features, outputs)
+                out.narrow(1, 0, call["width"]).index_add_(0, getattr(self, call["owner"]), blocks)
             outputs.append(out)
-        return self._last_layers(outputs)
+        return self._last_layers(outputs).permute(0, 3, 2, 1)
 
-    def _call(self, j: int, call: dict[str, Any], inputs: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """One ``batched_recurrence`` over the blocks of one width bucket of layer ``j``."""
+    def _call(self, j: int, call: dict[str, Any], features: torch.Tensor,
+              outputs: list[torch.Tensor]) -> torch.Tensor:
+        """One ``batched_recurrence_fm`` over the blocks of one width bucket of layer ``j``:
+        ``(N, width, T, B)``."""
         live, in_width = getattr(self, call["live"]), call["in_width"]
         if j == 0:
-            x = inputs.unsqueeze(0).expand(len(live), -1, -1, -1)
+            x = features.unsqueeze(0).expand(len(live), -1, -1, -1)
         else:
-            x = torch.cat([_fit_width(outputs[s].index_select(0, getattr(self, models)), in_width)
-                           for s, models in call["groups"]])
+            parts = [_fit_width(outputs[s] if models is None else _take(outputs[s], getattr(self, models)),
+                                in_width, dim=1)
+                     for s, models in call["groups"]]
+            x = parts[0] if len(parts) == 1 else torch.cat(parts)
         weights = []
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             param = getattr(self, f"{kind}_l{j}", None)
             if param is None:
                 weights.append(None)
                 continue
-            weight = param.flatten(0, 1).index_select(0, live)
-            if call["rows"]:
-                weight = weight.index_select(1, getattr(self, call["rows"]))
+            weight = _take(param.flatten(0, 1), live)
+            if call["rows"]:  # the bucket's units of every gate block: a narrow, not a gather
+                weight = weight.unflatten(1, (self.gates, self.padded[j])).narrow(2, 0, call["width"]).flatten(1, 2)
             if kind.startswith("weight"):
                 weight = weight.narrow(2, 0, in_width if kind == "weight_ih" else call["width"])
             weights.append(weight)
-        return batched_recurrence(self.cell, x, *weights)
+        if ENGINES[self.cell] == "hoisted":
+            return batched_recurrence_fm(self.cell, x, *weights)
+        return batched_recurrence(self.cell, x.permute(0, 3, 2, 1), *weights).permute(0, 3, 2, 1)
 
     def _last_layers(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Each model's own last layer, padded to ``output_size``, in model order."""
+        """Each model's own last layer ``(K, W, T, B)``, padded to ``output_size``, in model order."""
         if len(set(self.depths)) == 1:
             return outputs[-1]
         width = self.output_size
         ends = sorted(set(self.depths))
-        parts = [_fit_width(outputs[end - 1].index_select(0, getattr(self, f"ending_at_{end}")), width)
+        parts = [_fit_width(_take(outputs[end - 1], getattr(self, f"ending_at_{end}")), width, dim=1)
                  for end in ends]
-        return torch.cat(parts).index_select(0, self.model_order)
+        return _take(torch.cat(parts), self.model_order)
 
     # rnn_models.ensemble's bookkeeping works on this layout unchanged (model axis first).
     apply_masks = EnsembleRNN.apply_masks
@@ -309,15 +372,16 @@ class _LayeredTrainer(_EnsembleTrainer):
 def choose_layered_strategy(cell: str, device: str) -> str:
     """What ``"auto"`` resolves to, from the measurements in docs/bench/layered.md.
 
-    On a CPU torch runs an LSTM layer as one oneDNN kernel that the ensemble's time loop
-    does not beat (0.56-0.74x measured), so LSTM models train separately there; for the
-    tanh/relu RNN and the GRU, whose CPU kernels are plain per-step loops, the ensemble was
-    faster (GRU 1.3-1.5x, tanh/relu 1.2-1.3x at batch 128 on the paper data). Elsewhere (accelerators, not
-    measured here) the ensemble's one call per DAG layer for all models is used.
+    Every cell type trains as one layered ensemble: on the paper data (8 sampled models,
+    batch 128, one full epoch, CPU) it was 2.4-2.5x faster than ``fit`` one by one for
+    the tanh/relu RNN, 3.0x for the GRU and 1.09x for the LSTM (torch's oneDNN LSTM kernel
+    is the strongest solo competitor; the previous engine lost to it, 0.56-0.74x). The
+    rule takes ``device`` for accelerators, which were not measured.
     """
     if cell not in GATES:
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
-    return "separate" if cell == "lstm" and torch.device(device).type == "cpu" else "batched"
+    torch.device(device)  # a valid device name
+    return "batched"
 
 
 def fit_layered_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,

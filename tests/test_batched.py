@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnn_models.batched import CELLS, batched_recurrence
+from rnn_models.batched import CELLS, batched_recurrence, batched_recurrence_fm
 
 TORCH_MODULES = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
@@ -157,3 +157,77 @@ def test_c0_is_refused_for_cells_without_a_cell_state():
     with pytest.raises(ValueError, match="c0 is only for cell 'lstm'"):
         batched_recurrence("rnn_tanh", *args, c0=torch.zeros(1, 2, 4))
 
+
+
+# -- the hoisted engine (batched_recurrence_fm, feature-major layout) ------------------------
+
+def hoisted(cell, inputs, *weights_and_states):
+    """``batched_recurrence_fm`` called with ``batched_recurrence``'s layout: inputs
+    ``(K, B, T, I)``, states ``(K, B, H)``, outputs ``(K, B, T, H)``."""
+    weights, states = weights_and_states[:4], weights_and_states[4:]
+    states = [None if s is None else s.transpose(1, 2) for s in states]
+    return batched_recurrence_fm(cell, inputs.permute(0, 3, 2, 1), *weights, *states).permute(0, 3, 2, 1)
+
+
+@settings(max_examples=12, deadline=None)
+@given(cell=st.sampled_from(CELLS), k=st.integers(1, 4), batch=st.integers(1, 5), steps=st.integers(1, 6),
+       features=st.integers(1, 4), hidden=st.integers(1, 6), shared=st.booleans(), bias=st.booleans(),
+       states=st.booleans(), seed=st.integers(0, 2**16))
+def test_hoisted_engine_equals_torch_modules(cell, k, batch, steps, features, hidden, shared, bias, states, seed):
+    torch.manual_seed(seed)
+    modules = torch_modules(cell, k, features, hidden, bias)
+    if shared:
+        inputs = torch.randn(batch, steps, features).unsqueeze(0).expand(k, -1, -1, -1)
+    else:
+        inputs = torch.randn(k, batch, steps, features)
+    h0 = torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)
+    c0 = (torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)) if cell == "lstm" else None
+    with torch.no_grad():
+        out = hoisted(cell, inputs, *stacked(modules), h0 if states else None, c0 if states else None)
+        expected = reference(cell, modules, inputs, h0, c0)
+    assert out.shape == (k, batch, steps, hidden)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_hoisted_gradients_equal_stepwise_engine(cell, shared):
+    """Both engines give the same loss gradients for every argument (float32, K=3)."""
+    torch.manual_seed(4)
+    k, batch, steps, features, hidden = 3, 4, 7, 3, 5
+    weights = stacked(torch_modules(cell, k, features, hidden), requires_grad=True)
+    base = torch.randn(batch, steps, features) if shared else torch.randn(k, batch, steps, features)
+    base.requires_grad_()
+    h0 = torch.randn(k, batch, hidden, requires_grad=True)
+    c0 = torch.randn(k, batch, hidden, requires_grad=True) if cell == "lstm" else None
+    target = torch.randn(k, batch, steps, hidden)
+    leaves = [t for t in (base, *weights, h0, c0) if t is not None]
+    grads = []
+    for run in (batched_recurrence, hoisted):
+        x = base.unsqueeze(0).expand(k, -1, -1, -1) if shared else base
+        grads.append(torch.autograd.grad((run(cell, x, *weights, h0, c0) * target).sum(), leaves))
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("states", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_hoisted_gradcheck_in_float64(cell, shared, states):
+    """The hoisted engine's backpropagation through time against finite differences."""
+    torch.manual_seed(5)
+    k, batch, steps, features, hidden = 2, 2, 3, 2, 2
+    weights = stacked(torch_modules(cell, k, features, hidden, dtype=torch.float64), requires_grad=True)
+    base = torch.randn(features, steps, batch, dtype=torch.float64) if shared else \
+        torch.randn(k, features, steps, batch, dtype=torch.float64)
+    base.requires_grad_()
+    initial = []
+    if states:
+        initial = [torch.randn(k, hidden, batch, dtype=torch.float64, requires_grad=True)
+                   for _ in range(2 if cell == "lstm" else 1)]
+
+    def run(x, *args):
+        x = x.unsqueeze(0).expand(k, -1, -1, -1) if shared else x
+        return batched_recurrence_fm(cell, x, *args)
+
+    assert torch.autograd.gradcheck(run, (base, *weights, *initial))

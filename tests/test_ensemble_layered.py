@@ -156,8 +156,7 @@ def test_write_back_round_trips():
 
 
 def test_auto_strategy_follows_measurements():
-    assert choose_layered_strategy("lstm", "cpu") == "separate"
-    assert [choose_layered_strategy(c, "cpu") for c in ("rnn_tanh", "rnn_relu", "gru")] == ["batched"] * 3
+    assert [choose_layered_strategy(c, "cpu") for c in ("rnn_tanh", "rnn_relu", "lstm", "gru")] == ["batched"] * 4
     assert choose_layered_strategy("lstm", "cuda:0") == "batched"
     with pytest.raises(ValueError, match="cell must be one of"):
         choose_layered_strategy("cnn", "cpu")
@@ -190,3 +189,33 @@ def test_bad_arguments_raise():
         fit_layered_ensemble([lstm], toy(4, 0), toy(4, 1), config, strategy="fused")
     with pytest.raises(ValueError, match=r"inputs must be \(batch, time, 4\)"):
         LayeredEnsembleModel([lstm]).rnn(torch.zeros(2, 3, 5))
+
+
+def test_take_gradient_is_an_index_add():
+    """The ensemble's gather (index_select forward, index_add_ backward) passes gradcheck,
+    repeated indices included."""
+    from rnn_models.ensemble_layered import _take
+
+    source = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    for index in (torch.tensor([2, 0, 3]), torch.tensor([1, 1, 0, 3, 1])):
+        assert torch.autograd.gradcheck(lambda x, i=index: _take(x, i), (source,))
+
+
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_both_engines_give_the_same_ensemble(cell, monkeypatch):
+    """The layered ensemble's outputs and gradients with the hoisted and the stepwise engine."""
+    import rnn_models.ensemble_layered as layered
+
+    torch.manual_seed(6)
+    models = build(three_structures(), cell)
+    data = toy(5, seed=1)
+    inputs, lengths = data.inputs, data.lengths
+    results = []
+    for engine in ("hoisted", "stepwise"):
+        monkeypatch.setitem(layered.ENGINES, cell, engine)
+        ensemble = LayeredEnsembleModel(models)
+        out = ensemble(inputs, lengths)
+        out.pow(2).sum().backward()
+        results.append([out.detach()] + [p.grad for p in ensemble.parameters()])
+    for mine, theirs in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)

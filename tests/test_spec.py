@@ -188,6 +188,8 @@ def test_presets_match_their_protocols():
     assert len(expand(load_preset("quick"))) == 16
     prior = expand(load_preset("prior"))
     assert {r.task.kind for r in prior} == {"classify", "next_symbol"} and {r.mapping for r in prior} == {"recurrent"}
+    assert len(prior) == 1800 and {r.seed for r in prior} == {0, 1, 2}
+    assert len({r.graph_id for r in prior}) == 75 and all(6 <= r.params["n"] <= 32 for r in prior)
     with pytest.raises(SpecError, match="unknown preset 'nope'; allowed: .*paper"):
         load_preset("nope")
 
