@@ -291,8 +291,8 @@ def load_table(
     ``features`` defaults to the columns named in :data:`graphprior.features.FEATURE_NAMES`.
     A sweep's table may hold several tasks, whose targets mean different things: ``task``
     keeps the runs of one (required when there are several). ``mean_over_seeds`` replaces
-    the runs of one graph and cell type by one row with their mean target (see
-    :func:`mean_over_seeds`). Raises ``ValueError`` for a
+    the runs of one graph and cell type (its training seeds) by one row with their mean
+    target. Raises ``ValueError`` for a
     missing target, a constant target, missing or non-numeric features and NaN values
     (naming the columns).
     """
@@ -434,17 +434,20 @@ def study_split(n_rows: int, test_size: float = 0.1, random_state: int = 7) -> l
 def noise_ceiling(table: PredictionTable) -> dict[str, float]:
     """How much of the target's variance any predictor of structure could explain at most.
 
-    Runs of one graph share every structural feature, so the spread of the target among
+    Runs of one graph and cell type share every feature, so the spread of the target among
     them (different training seeds) is noise that no function of structure can explain:
     the best such predictor answers each graph's mean, and its expected R² is at most
     ``ceiling = 1 - within / total``, with ``within`` the pooled variance among the runs of
-    a graph and ``total`` the target's variance. NaN when no graph has two runs. Returns
-    ``ceiling``, ``within_std``, ``total_std`` and ``repeated_groups`` (graphs with two or
-    more runs, the ones that estimate the noise).
+    a graph and cell type and ``total`` the target's variance. Both are estimated from the
+    table, so the ceiling carries sampling error (a few hundredths to a tenth with tens of
+    graphs and three runs each, more where the two are close). NaN when no graph has two
+    runs of one cell type. Returns ``ceiling``, ``within_std``, ``total_std`` and
+    ``repeated_groups`` (graph and cell pairs with two or more runs, the ones that
+    estimate the noise).
     """
     frame = table.frame
     y = frame[table.target].astype(float)
-    grouped = y.groupby(frame["group"].to_numpy())
+    grouped = y.groupby([frame["group"].to_numpy(), frame["cell"].to_numpy()])
     sizes = grouped.size()
     repeated = int((sizes > 1).sum())
     total = float(y.var(ddof=1)) if len(y) > 1 else math.nan

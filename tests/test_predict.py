@@ -219,6 +219,11 @@ def test_noise_ceiling_is_one_minus_the_within_graph_share_of_variance():
     assert result["within_std"] == pytest.approx(np.sqrt(within)) and result["repeated_groups"] == 2
     single = P.noise_ceiling(P.load_table(frame, features=["density"], mean_over_seeds=True))
     assert np.isnan(single["ceiling"]) and single["repeated_groups"] == 0
+    # pooled over cell types, runs of one graph differ by cell, which the one-hot predicts
+    two_cells = pd.concat([frame, frame.assign(cell="lstm", test_acc=frame["test_acc"] - 0.3)])
+    pooled = P.load_table(two_cells, features=["density"]).pooled()
+    assert P.noise_ceiling(pooled)["within_std"] == pytest.approx(np.sqrt(within))
+    assert P.noise_ceiling(pooled)["repeated_groups"] == 4
 
 
 @pytest.mark.parametrize("seed, noise", [(0, 0.01), (1, 0.05), (2, 0.1), (3, 0.2), (4, 0.4)])
