@@ -42,21 +42,34 @@ def reference(cell: str, modules: list[torch.nn.RNNBase], inputs: torch.Tensor, 
     return torch.stack(outs)
 
 
+def hoisted(cell, inputs, *weights_and_states):
+    """``batched_recurrence_fm`` called with ``batched_recurrence``'s layout: inputs
+    ``(K, B, T, I)``, states ``(K, B, H)``, outputs ``(K, B, T, H)``."""
+    weights, states = weights_and_states[:4], weights_and_states[4:]
+    states = [None if s is None else s.transpose(1, 2) for s in states]
+    return batched_recurrence_fm(cell, inputs.permute(0, 3, 2, 1), *weights, *states).permute(0, 3, 2, 1)
+
+
+ENGINES = {"stepwise": batched_recurrence, "hoisted": hoisted}
+
+
 @settings(max_examples=12, deadline=None)
 @given(cell=st.sampled_from(CELLS), k=st.integers(1, 4), batch=st.integers(1, 5), steps=st.integers(1, 6),
        features=st.integers(1, 4), hidden=st.integers(1, 6), shared=st.booleans(), bias=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_every_model_equals_its_torch_module(cell, k, batch, steps, features, hidden, shared, bias, seed):
+       states=st.booleans(), engine=st.sampled_from(sorted(ENGINES)), seed=st.integers(0, 2**16))
+def test_every_model_equals_its_torch_module(cell, k, batch, steps, features, hidden, shared, bias, states,
+                                             engine, seed):
     torch.manual_seed(seed)
     modules = torch_modules(cell, k, features, hidden, bias)
     if shared:
         inputs = torch.randn(batch, steps, features).unsqueeze(0).expand(k, -1, -1, -1)
     else:
         inputs = torch.randn(k, batch, steps, features)
-    h0 = torch.randn(k, batch, hidden)
-    c0 = torch.randn(k, batch, hidden) if cell == "lstm" else None
-    with torch.no_grad():
-        out = batched_recurrence(cell, inputs, *stacked(modules), h0, c0)
+    h0 = torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)
+    c0 = (torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)) if cell == "lstm" else None
+    with torch.no_grad():  # without states the engine's own zero default must match torch's
+        given_states = (h0, c0) if states else (None, None)
+        out = ENGINES[engine](cell, inputs, *stacked(modules), *given_states)
         expected = reference(cell, modules, inputs, h0, c0)
     assert out.shape == (k, batch, steps, hidden)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
@@ -157,36 +170,6 @@ def test_c0_is_refused_for_cells_without_a_cell_state():
     with pytest.raises(ValueError, match="c0 is only for cell 'lstm'"):
         batched_recurrence("rnn_tanh", *args, c0=torch.zeros(1, 2, 4))
 
-
-
-# -- the hoisted engine (batched_recurrence_fm, feature-major layout) ------------------------
-
-def hoisted(cell, inputs, *weights_and_states):
-    """``batched_recurrence_fm`` called with ``batched_recurrence``'s layout: inputs
-    ``(K, B, T, I)``, states ``(K, B, H)``, outputs ``(K, B, T, H)``."""
-    weights, states = weights_and_states[:4], weights_and_states[4:]
-    states = [None if s is None else s.transpose(1, 2) for s in states]
-    return batched_recurrence_fm(cell, inputs.permute(0, 3, 2, 1), *weights, *states).permute(0, 3, 2, 1)
-
-
-@settings(max_examples=12, deadline=None)
-@given(cell=st.sampled_from(CELLS), k=st.integers(1, 4), batch=st.integers(1, 5), steps=st.integers(1, 6),
-       features=st.integers(1, 4), hidden=st.integers(1, 6), shared=st.booleans(), bias=st.booleans(),
-       states=st.booleans(), seed=st.integers(0, 2**16))
-def test_hoisted_engine_equals_torch_modules(cell, k, batch, steps, features, hidden, shared, bias, states, seed):
-    torch.manual_seed(seed)
-    modules = torch_modules(cell, k, features, hidden, bias)
-    if shared:
-        inputs = torch.randn(batch, steps, features).unsqueeze(0).expand(k, -1, -1, -1)
-    else:
-        inputs = torch.randn(k, batch, steps, features)
-    h0 = torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)
-    c0 = (torch.randn(k, batch, hidden) if states else torch.zeros(k, batch, hidden)) if cell == "lstm" else None
-    with torch.no_grad():
-        out = hoisted(cell, inputs, *stacked(modules), h0 if states else None, c0 if states else None)
-        expected = reference(cell, modules, inputs, h0, c0)
-    assert out.shape == (k, batch, steps, hidden)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shared", [False, True])
