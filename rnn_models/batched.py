@@ -34,10 +34,11 @@ whose hundreds of blocks are 5-10 units wide):
   complete); an input shared by all models (layer 0) is one plain matrix product;
 * per-step buffers are step-major ``(T, K, ., B)``, so a step's slice is contiguous;
 * in the backward pass every chain-rule factor that does not depend on the incoming
-  gradient is computed for all steps at once after the forward pass, so a backward step
-  is 2 (Elman), 5 (GRU) or 6 (LSTM) calls including the recurrent product, and the
-  weight, bias and input gradients are each ONE batched product (or sum) over all
-  ``T*B`` columns after the loop.
+  gradient is computed for all steps at once after the forward pass. For tanh/relu a
+  backward step is 2 calls and the weight, bias and input gradients are each one batched
+  product (or sum) over all ``T*B`` columns after the loop; for the GRU and LSTM a step
+  is about 5-6 calls plus the accumulation of those gradients while the step's values
+  are in cache (``_Sink``).
 """
 
 from __future__ import annotations
@@ -92,11 +93,10 @@ def batched_recurrence_fm(cell: str, inputs: Tensor, weight_ih: Tensor, weight_h
     as for ``batched_recurrence``; gradients flow to every tensor argument (first order).
     An input shared by all models may be an ``expand``-ed view (model stride 0): its
     projection is then one matrix product for all models."""
-    k, features, steps, batch = inputs.shape
-    _check_arguments(cell, inputs.permute(0, 3, 2, 1), weight_ih, weight_hh, bias_ih, bias_hh,
-                     *[None if s is None else s.transpose(1, 2) for s in (h0, c0)])
+    _check_arguments(cell, inputs, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, feature_major=True)
     outer_bias, recurrent_bias = _split_biases(cell, bias_ih, bias_hh)
-    return _HoistedRecurrence.apply(cell, inputs, weight_ih, outer_bias, weight_hh, recurrent_bias, h0, c0)
+    outputs = _HoistedRecurrence.apply(cell, inputs, weight_ih, outer_bias, weight_hh, recurrent_bias, h0, c0)
+    return outputs.permute(1, 2, 0, 3)  # (T, K, H, B) -> (K, H, T, B)
 
 
 def _split_biases(cell: str, bias_ih: Tensor | None, bias_hh: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -113,13 +113,24 @@ def _split_biases(cell: str, bias_ih: Tensor | None, bias_hh: Tensor | None) -> 
 
 def _check_arguments(cell: str, inputs: Tensor, weight_ih: Tensor, weight_hh: Tensor,
                      bias_ih: Tensor | None, bias_hh: Tensor | None, h0: Tensor | None,
-                     c0: Tensor | None) -> None:
-    """Raise ValueError naming the first argument whose value or shape does not fit."""
+                     c0: Tensor | None, feature_major: bool = False) -> None:
+    """Raise ValueError naming the first argument whose value, shape, dtype or device does
+    not fit; shapes in ``batched_recurrence``'s layout, or ``batched_recurrence_fm``'s
+    (inputs ``(K, I, T, B)``, states ``(K, H, B)``) when ``feature_major``."""
     if cell not in GATES:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    layout = "(K, I, T, B)" if feature_major else "(K, B, T, I)"
     if inputs.dim() != 4 or 0 in inputs.shape:
-        raise ValueError(f"inputs must be a non-empty (K, B, T, I) tensor, got shape {tuple(inputs.shape)}")
-    k, batch, _, features = inputs.shape
+        raise ValueError(f"inputs must be a non-empty {layout} tensor, got shape {tuple(inputs.shape)}")
+    for name, tensor in (("weight_ih", weight_ih), ("weight_hh", weight_hh), ("bias_ih", bias_ih),
+                         ("bias_hh", bias_hh), ("h0", h0), ("c0", c0)):
+        if tensor is not None and (tensor.dtype != inputs.dtype or tensor.device != inputs.device):
+            raise ValueError(f"{name} must have the inputs' dtype and device ({inputs.dtype}, {inputs.device}), "
+                             f"got ({tensor.dtype}, {tensor.device})")
+    if feature_major:
+        k, features, _, batch = inputs.shape
+    else:
+        k, batch, _, features = inputs.shape
     gates = GATES[cell]
     if weight_hh.dim() != 3 or weight_hh.shape[0] != k or weight_hh.shape[1] != gates * weight_hh.shape[2]:
         raise ValueError(f"weight_hh must be (K={k}, {gates}*H, H), got {tuple(weight_hh.shape)}")
@@ -133,9 +144,10 @@ def _check_arguments(cell: str, inputs: Tensor, weight_ih: Tensor, weight_hh: Te
             raise ValueError(f"{name} must be {(k, rows)}, got {tuple(bias.shape)}")
     if c0 is not None and cell != "lstm":
         raise ValueError(f"c0 is only for cell 'lstm', got cell {cell!r}")
+    state_shape = (k, hidden, batch) if feature_major else (k, batch, hidden)
     for name, state in (("h0", h0), ("c0", c0)):
-        if state is not None and tuple(state.shape) != (k, batch, hidden):
-            raise ValueError(f"{name} must be {(k, batch, hidden)}, got {tuple(state.shape)}")
+        if state is not None and tuple(state.shape) != state_shape:
+            raise ValueError(f"{name} must be {state_shape}, got {tuple(state.shape)}")
 
 
 def _tanh_from_sigmoid_(x: Tensor) -> Tensor:
@@ -384,11 +396,8 @@ def _gru_backward(grad_outputs: Tensor, grads: _Gradients, states: list[Tensor],
 # == The hoisted engine (batched_recurrence_fm) ========================================
 
 def _columns(x: Tensor) -> Tensor:
-    """``(K, F, T, B)`` as ``(K, F, T*B)`` with a real (non-zero) model stride."""
-    k = x.shape[0]
-    if x.stride(0) == 0 and k > 1:
-        x = x.contiguous()
-    return x.reshape(k, x.shape[1], -1)
+    """``(K, F, T, B)`` as ``(K, F, T*B)``."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 def _feature_major(x: Tensor) -> Tensor:
@@ -419,9 +428,8 @@ class _HoistedRecurrence(torch.autograd.Function):
 
     ``inputs`` is ``(K, I, T, B)``, ``bias`` (``(K, G*H)``) every bias outside a gate
     product, ``bias_hn`` (``(K, H)``, GRU only) the one inside; ``h0``/``c0`` (``(K, H, B)``)
-    may be None (zeros). Returns the hidden states ``(K, H, T, B)``, a view of a step-major
-    ``(T, K, H, B)`` tensor: every per-step buffer is step-major, so that a step's slice is
-    contiguous and stays in cache.
+    may be None (zeros). Returns the step-major hidden states ``(T, K, H, B)``: every
+    per-step buffer is step-major, so that a step's slice is contiguous and stays in cache.
     """
 
     @staticmethod
@@ -444,31 +452,28 @@ class _HoistedRecurrence(torch.autograd.Function):
         wh = weight_hh * scale
         ctx.cell = cell
         if cell == "lstm":
-            out, ctx.extra = _hoisted_lstm_forward(projected, wh, h0, c0)
+            out, extra = _hoisted_lstm_forward(projected, wh, h0, c0)
         elif cell == "gru":
-            out, ctx.extra = _hoisted_gru_forward(projected, wh, bias_hn, h0, hidden)
+            out, extra = _hoisted_gru_forward(projected, wh, bias_hn, h0, hidden)
         else:
-            out = _hoisted_elman_forward(cell, projected, wh, h0)
-            ctx.extra = ()
-        ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0, out)
-        ctx.input_shape = inputs.shape
-        return out.permute(1, 2, 0, 3)
+            out, extra = _hoisted_elman_forward(cell, projected, wh, h0), ()
+        ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0, out, *extra)  # freed after backward
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight_ih, weight_hh, h0, c0, out = ctx.saved_tensors
+        x, weight_ih, weight_hh, h0, c0, out, *extra = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        step_major = grad_out.permute(2, 0, 1, 3)
-        owned = not step_major.is_contiguous()  # then the contiguous copy is ours to overwrite
-        grad_out = step_major.contiguous()
+        owned = not grad_out.is_contiguous()  # then the contiguous copy is ours to overwrite
+        grad_out = grad_out.contiguous()
         weight_hh_t = weight_hh.transpose(1, 2).contiguous()
         sink = _Sink(needs, x, ctx.shared, weight_ih, out, h0)
         grad_c0 = None
         if ctx.cell == "lstm":
-            grad_h0, grad_c0 = _hoisted_lstm_backward(grad_out, weight_hh_t, c0, sink, *ctx.extra)
+            grad_h0, grad_c0 = _hoisted_lstm_backward(grad_out, weight_hh_t, c0, sink, *extra)
         elif ctx.cell == "gru":
-            grad_h0 = _hoisted_gru_backward(grad_out, weight_hh_t, h0, out, sink, *ctx.extra)
+            grad_h0 = _hoisted_gru_backward(grad_out, weight_hh_t, h0, out, sink, *extra)
         else:
             grad_h0 = _hoisted_elman_backward(ctx.cell, grad_out, weight_hh_t, out, sink, owned)
         grad_inputs, grad_weight_ih, grad_bias, grad_weight_hh, grad_bias_hn = sink.results(ctx.cell)
@@ -480,9 +485,10 @@ class _HoistedRecurrence(torch.autograd.Function):
 
 
 class _Sink:
-    """Weight, bias and input gradients accumulated step by step in the backward loop,
-    while each step's pre-activation gradients ``(K, G*H, B)`` are in cache, in MKL's fast
-    orientation (results with the wide axis last: ``x_t g_t^T`` is ``(I, G*H)``)."""
+    """Weight, bias and input gradients from the pre-activation gradients ``(K, G*H, B)``:
+    accumulated step by step in the backward loop while each step is in cache (``add``,
+    GRU and LSTM), or all steps at once after it (``add_all``, tanh/relu); always in MKL's
+    fast orientation (results with the wide axis last: ``x_t g_t^T`` is ``(I, G*H)``)."""
 
     def __init__(self, needs: tuple[bool, ...], x: Tensor, shared: bool, weight_ih: Tensor, out: Tensor,
                  h0: Tensor | None) -> None:

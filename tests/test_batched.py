@@ -171,6 +171,38 @@ def test_c0_is_refused_for_cells_without_a_cell_state():
         batched_recurrence("rnn_tanh", *args, c0=torch.zeros(1, 2, 4))
 
 
+@pytest.mark.parametrize("change, match", [
+    ({"inputs": torch.zeros(2, 2, 5)}, r"inputs must be a non-empty \(K, I, T, B\)"),
+    ({"weight_ih": torch.zeros(2, 16, 3)}, r"weight_ih must be \(2, 16, 2\)"),
+    ({"h0": torch.zeros(2, 3, 4)}, r"h0 must be \(2, 4, 3\)"),  # (K, H, B), not (K, B, H)
+    ({"c0": torch.zeros(2, 4, 3, dtype=torch.float64)}, "c0 must have the inputs' dtype"),
+    ({"weight_hh": torch.zeros(2, 16, 4, dtype=torch.float64)}, "weight_hh must have the inputs' dtype"),
+])
+def test_bad_arguments_of_the_hoisted_engine_name_its_layout(change, match):
+    args = {"cell": "lstm", "inputs": torch.zeros(2, 2, 5, 3), "weight_ih": torch.zeros(2, 16, 2),
+            "weight_hh": torch.zeros(2, 16, 4), "bias_ih": torch.zeros(2, 16), "bias_hh": torch.zeros(2, 16)}
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        batched_recurrence_fm(**args)
+    del args[next(iter(change))]  # the same call without the bad argument works
+    if "inputs" in args and "weight_ih" in args and "weight_hh" in args:
+        assert batched_recurrence_fm(**args).shape == (2, 4, 5, 3)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_hoisted_engine_frees_its_buffers_and_guards_its_output(cell):
+    k, batch, steps, features, hidden = 2, 3, 4, 2, 5
+    weights = stacked(torch_modules(cell, k, features, hidden), requires_grad=True)
+    inputs = torch.randn(k, features, steps, batch)
+    out = batched_recurrence_fm(cell, inputs, *weights)
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()  # every saved buffer, the per-step gates too, was freed
+    out = batched_recurrence_fm(cell, inputs, *weights)
+    out.mul_(2.0)  # the output is an ordinary view: in-place works, and backward then refuses
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
 
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
@@ -193,24 +225,24 @@ def test_hoisted_gradients_equal_stepwise_engine(cell, shared):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("states", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("cell", CELLS)
-def test_hoisted_gradcheck_in_float64(cell, shared, states):
-    """The hoisted engine's backpropagation through time against finite differences."""
+@pytest.mark.parametrize("cell, states", [(cell, states) for cell in CELLS
+                                          for states in (("none", "h0", "c0", "both") if cell == "lstm" else ("none", "h0"))])
+def test_hoisted_gradcheck_in_float64(cell, states, shared, bias):
+    """The hoisted engine's backpropagation through time against finite differences, with
+    and without biases (the GRU's b_hn then absent) and with any initial states given."""
     torch.manual_seed(5)
     k, batch, steps, features, hidden = 2, 2, 3, 2, 2
-    weights = stacked(torch_modules(cell, k, features, hidden, dtype=torch.float64), requires_grad=True)
+    weights = stacked(torch_modules(cell, k, features, hidden, bias, dtype=torch.float64), requires_grad=True)
     base = torch.randn(features, steps, batch, dtype=torch.float64) if shared else \
         torch.randn(k, features, steps, batch, dtype=torch.float64)
     base.requires_grad_()
-    initial = []
-    if states:
-        initial = [torch.randn(k, hidden, batch, dtype=torch.float64, requires_grad=True)
-                   for _ in range(2 if cell == "lstm" else 1)]
+    given = {name: torch.randn(k, hidden, batch, dtype=torch.float64, requires_grad=True)
+             for name in ("h0", "c0") if states in (name, "both")}
 
     def run(x, *args):
         x = x.unsqueeze(0).expand(k, -1, -1, -1) if shared else x
-        return batched_recurrence_fm(cell, x, *args)
+        return batched_recurrence_fm(cell, x, *args[:4], **dict(zip(given, args[4:])))
 
-    assert torch.autograd.gradcheck(run, (base, *weights, *initial))
+    assert torch.autograd.gradcheck(run, (base, *weights, *given.values()))
