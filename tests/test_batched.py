@@ -147,46 +147,39 @@ def test_models_do_not_interact():
     assert not torch.allclose(after[1], before[1])
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"cell": "elman"}, "cell must be one of"),
-    ({"inputs": torch.zeros(2, 3, 4)}, "inputs must be a non-empty"),
-    ({"weight_hh": torch.zeros(2, 12, 4)}, "weight_hh must be"),
-    ({"weight_ih": torch.zeros(2, 16, 5)}, "weight_ih must be"),
-    ({"bias_hh": None}, "bias_ih and bias_hh must both be"),
-    ({"bias_ih": torch.zeros(2, 15)}, "bias_ih must be"),
-    ({"h0": torch.zeros(2, 3, 5)}, "h0 must be"),
-    ({"c0": torch.zeros(1, 3, 4)}, "c0 must be"),
+LSTM_INPUTS = {"stepwise": torch.zeros(2, 3, 5, 2), "hoisted": torch.zeros(2, 2, 5, 3)}
+"""K = 2, B = 3, T = 5, I = 2 in each engine's layout: (K, B, T, I) and (K, I, T, B)."""
+ENGINE_FUNCTIONS = {"stepwise": batched_recurrence, "hoisted": batched_recurrence_fm}
+
+
+@pytest.mark.parametrize("engine, change, match", [
+    ("stepwise", {"cell": "elman"}, "cell must be one of"),
+    ("stepwise", {"inputs": torch.zeros(2, 3, 4)}, r"inputs must be a non-empty \(K, B, T, I\)"),
+    ("stepwise", {"weight_hh": torch.zeros(2, 12, 4)}, "weight_hh must be"),
+    ("stepwise", {"weight_ih": torch.zeros(2, 16, 5)}, "weight_ih must be"),
+    ("stepwise", {"bias_hh": None}, "bias_ih and bias_hh must both be"),
+    ("stepwise", {"bias_ih": torch.zeros(2, 15)}, "bias_ih must be"),
+    ("stepwise", {"h0": torch.zeros(2, 3, 5)}, r"h0 must be \(2, 3, 4\)"),
+    ("stepwise", {"c0": torch.zeros(1, 3, 4)}, "c0 must be"),
+    ("hoisted", {"inputs": torch.zeros(2, 2, 5)}, r"inputs must be a non-empty \(K, I, T, B\)"),
+    ("hoisted", {"weight_ih": torch.zeros(2, 16, 3)}, r"weight_ih must be \(2, 16, 2\)"),
+    ("hoisted", {"h0": torch.zeros(2, 3, 4)}, r"h0 must be \(2, 4, 3\)"),  # (K, H, B), not (K, B, H)
+    ("hoisted", {"c0": torch.zeros(2, 4, 3, dtype=torch.float64)}, "c0 must have the inputs' dtype"),
+    ("stepwise", {"weight_hh": torch.zeros(2, 16, 4, dtype=torch.float64)}, "weight_hh must have the inputs' dtype"),
 ])
-def test_bad_arguments_are_named(change, match):
-    args = {"cell": "lstm", "inputs": torch.zeros(2, 3, 5, 2), "weight_ih": torch.zeros(2, 16, 2),
+def test_bad_arguments_are_named_in_the_engines_layout(engine, change, match):
+    args = {"cell": "lstm", "inputs": LSTM_INPUTS[engine], "weight_ih": torch.zeros(2, 16, 2),
             "weight_hh": torch.zeros(2, 16, 4), "bias_ih": torch.zeros(2, 16), "bias_hh": torch.zeros(2, 16)}
+    assert ENGINE_FUNCTIONS[engine](**args).shape[0] == 2  # the valid call runs
     args.update(change)
     with pytest.raises(ValueError, match=match):
-        batched_recurrence(**args)
+        ENGINE_FUNCTIONS[engine](**args)
 
 
 def test_c0_is_refused_for_cells_without_a_cell_state():
     args = [torch.zeros(1, 2, 3, 2), torch.zeros(1, 4, 2), torch.zeros(1, 4, 4), None, None]
     with pytest.raises(ValueError, match="c0 is only for cell 'lstm'"):
         batched_recurrence("rnn_tanh", *args, c0=torch.zeros(1, 2, 4))
-
-
-@pytest.mark.parametrize("change, match", [
-    ({"inputs": torch.zeros(2, 2, 5)}, r"inputs must be a non-empty \(K, I, T, B\)"),
-    ({"weight_ih": torch.zeros(2, 16, 3)}, r"weight_ih must be \(2, 16, 2\)"),
-    ({"h0": torch.zeros(2, 3, 4)}, r"h0 must be \(2, 4, 3\)"),  # (K, H, B), not (K, B, H)
-    ({"c0": torch.zeros(2, 4, 3, dtype=torch.float64)}, "c0 must have the inputs' dtype"),
-    ({"weight_hh": torch.zeros(2, 16, 4, dtype=torch.float64)}, "weight_hh must have the inputs' dtype"),
-])
-def test_bad_arguments_of_the_hoisted_engine_name_its_layout(change, match):
-    args = {"cell": "lstm", "inputs": torch.zeros(2, 2, 5, 3), "weight_ih": torch.zeros(2, 16, 2),
-            "weight_hh": torch.zeros(2, 16, 4), "bias_ih": torch.zeros(2, 16), "bias_hh": torch.zeros(2, 16)}
-    args.update(change)
-    with pytest.raises(ValueError, match=match):
-        batched_recurrence_fm(**args)
-    del args[next(iter(change))]  # the same call without the bad argument works
-    if "inputs" in args and "weight_ih" in args and "weight_hh" in args:
-        assert batched_recurrence_fm(**args).shape == (2, 4, 5, 3)
 
 
 @pytest.mark.parametrize("cell", CELLS)
