@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.functional import pad
 
+from rnn_models import native
 from rnn_models.batched import batched_recurrence, batched_recurrence_fm
 from rnn_models.ensemble import EnsembleModel, EnsembleRNN, _EnsembleTrainer, _Run
 from rnn_models.layered import LayeredRNN
@@ -373,17 +374,18 @@ class _LayeredTrainer(_EnsembleTrainer):
 def choose_layered_strategy(cell: str, device: str) -> str:
     """What ``"auto"`` resolves to, from the measurements in docs/bench/layered.md.
 
-    Every cell type trains as one layered ensemble: on the paper data (8 sampled models,
-    batch 128, one full epoch, CPU) it was 2.4-2.5x faster than ``fit`` one by one for
-    the tanh/relu RNN, 3.0x for the GRU and 1.09x for the LSTM (torch's oneDNN LSTM kernel
-    is the strongest solo competitor; the previous engine lost to it, 0.56-0.74x). So it
-    is ``"batched"`` for every valid cell and device today; it stays a function, taking
-    ``device``, as the one place to change when a measurement (e.g. on a GPU) disagrees.
+    On a CPU, where ``rnn_models.native``'s compiled layers run each model's DAG layers
+    (float32), ``fit`` one model at a time is the faster way for every cell type: on 8
+    sampled ``paper`` models, 15.2 / 13.1 / 29.9 / 26.0 CPU-s per model (tanh, relu, LSTM,
+    GRU) against 28.6 / 16.8 / 41.6 / 39.3 for the layered ensemble, whose padded batched
+    products have no such kernels. So it is ``"separate"`` there, and ``"batched"`` where
+    the compiled kernels are off (``native.ENABLED``) or on other devices, where one call
+    per DAG layer for all models is what pays (unmeasured here: no GPU).
     """
     if cell not in GATES:
         raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
-    torch.device(device)  # a valid device name
-    return "batched"
+    on_cpu = torch.device(device).type == "cpu"
+    return "separate" if on_cpu and native.ENABLED else "batched"
 
 
 def fit_layered_ensemble(models: Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,

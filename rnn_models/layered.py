@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from rnn_models import native
 from rnn_models.masked import GATES, make_rnn
 
 SequenceBatch = Union[torch.Tensor, PackedSequence]
@@ -249,7 +250,13 @@ class LayeredRNN(nn.Module):
 
     def forward(self, input: SequenceBatch) -> tuple[SequenceBatch, tuple[Any, ...]]:
         """Return ``(output, states)``: the last layer's output sequence (same layout as
-        ``input``) and the final state of every main-path block (``(h, c)`` for LSTM)."""
+        ``input``) and the final state of every main-path block (``(h, c)`` for LSTM).
+
+        A float32 CPU tensor input runs on ``rnn_models.native``'s compiled layers (the
+        same results; far fewer calls for layers this narrow), anything else (a
+        ``PackedSequence``, float64, CUDA) on torch's own kernels."""
+        if isinstance(input, torch.Tensor) and native.applies(input):
+            return self._forward_native(input)
         outputs: list[SequenceBatch] = []
         states = []
         for j, layer in enumerate(self.layers):
@@ -260,3 +267,21 @@ class LayeredRNN(nn.Module):
             outputs.append(_sum_blocks(out, len(sources), width))
             states.append(_main_state(state, width))
         return outputs[-1], tuple(states)
+
+    def _forward_native(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
+        """``forward`` on ``rnn_models.native.recurrent_layer``: every layer feature-major
+        ``(F, T, B)``, one compiled call per DAG layer and direction of the pass."""
+        x0 = (input.permute(2, 1, 0) if self.batch_first else input.permute(2, 0, 1)).contiguous()
+        outputs: list[torch.Tensor] = []
+        states = []
+        for j, layer in enumerate(self.layers):
+            sources = self.block_sources(j)
+            x = x0 if j == 0 else torch.cat([outputs[s] for s in sources])
+            biases = (layer.bias_ih_l0, layer.bias_hh_l0) if self.bias else (None, None)
+            width = self.structure.widths[j]
+            h, c = native.recurrent_layer(self.cell, x, layer.weight_ih_l0, layer.weight_hh_l0, *biases, block=width)
+            outputs.append(h if len(sources) == 1 else h.unflatten(0, (len(sources), width)).sum(0))
+            final = h[:width, -1].t().unsqueeze(0)  # (1, B, width), as torch returns it
+            states.append((final, c[:width, -1].t().unsqueeze(0)) if self.cell == "lstm" else final)
+        last = outputs[-1]
+        return (last.permute(2, 1, 0) if self.batch_first else last.permute(1, 2, 0)), tuple(states)

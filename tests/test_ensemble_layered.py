@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_layered import structures
 
+from rnn_models import native
 from rnn_models.ensemble_layered import LayeredEnsembleModel, choose_layered_strategy, fit_layered_ensemble
 from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
 from rnn_models.masked import GATES
@@ -155,9 +156,12 @@ def test_write_back_round_trips():
             torch.testing.assert_close(value, state[name], msg=name)
 
 
-def test_auto_strategy_follows_measurements():
-    assert [choose_layered_strategy(c, "cpu") for c in ("rnn_tanh", "rnn_relu", "lstm", "gru")] == ["batched"] * 4
+def test_auto_strategy_follows_measurements(monkeypatch):
+    cells = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+    assert [choose_layered_strategy(c, "cpu") for c in cells] == ["separate"] * 4  # compiled layers
     assert choose_layered_strategy("lstm", "cuda:0") == "batched"
+    monkeypatch.setattr(native, "ENABLED", False)
+    assert [choose_layered_strategy(c, "cpu") for c in cells] == ["batched"] * 4
     with pytest.raises(ValueError, match="cell must be one of"):
         choose_layered_strategy("cnn", "cpu")
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from benchmarks.bench_layered import PerConnectionLayeredRNN, copy_into_fused
+from rnn_models import native
 from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
 from rnn_models.masked import GATES
 from rnn_models.train import SequenceClassifier
@@ -186,3 +187,36 @@ def test_bad_arguments_raise():
         LayeredRNN(structure, 3, cell="cnn")
     with pytest.raises(ValueError, match="block must be in 0..1 for layer 2"):
         LayeredRNN(structure, 3).block_slices(2, 2)
+
+
+@settings(max_examples=12, deadline=None)
+@given(structure=structures(), cell=st.sampled_from(sorted(GATES)), batch_first=st.booleans())
+def test_compiled_layers_equal_torch_kernels(structure, cell, batch_first):
+    """A float32 CPU input runs on rnn_models.native's compiled layers; outputs, final
+    states and every gradient equal those of torch's own kernels on the same weights."""
+    torch.manual_seed(2)
+    model = LayeredRNN(structure, 3, cell=cell, batch_first=batch_first)
+    x = torch.randn(4, 6, 3) if batch_first else torch.randn(6, 4, 3)
+    results = []
+    for enabled in (True, False):
+        native.ENABLED = enabled
+        try:
+            model.zero_grad()
+            out, states = model(x)
+        finally:
+            native.ENABLED = True
+        flat = [s for state in states for s in (state if isinstance(state, tuple) else (state,))]
+        (out.square().sum() + sum(s.sum() for s in flat)).backward()
+        results.append([out.detach()] + [s.detach() for s in flat]
+                       + [p.grad.clone() for p in model.parameters()])
+    assert len(results[0]) == len(results[1])
+    for mine, theirs in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_float64_input_runs_on_torch_kernels():
+    structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
+    model = LayeredRNN(structure, 2, cell="gru", batch_first=True).double()
+    assert not native.applies(torch.zeros(1, dtype=torch.float64))
+    out, _ = model(torch.randn(2, 4, 2, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (2, 4, 3)

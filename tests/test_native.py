@@ -1,0 +1,119 @@
+"""rnn_models.native: compiled recurrent layers equal torch's, gradients included."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnn_models import native
+from rnn_models.masked import GATES
+
+CELLS = sorted(GATES)
+TORCH = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+
+
+def torch_layer(cell: str, features: int, hidden: int, bias: bool) -> torch.nn.RNNBase:
+    kwargs = {"nonlinearity": cell[4:]} if cell.startswith("rnn_") else {}
+    return TORCH[cell](features, hidden, bias=bias, **kwargs)
+
+
+def run_native(cell: str, layer: torch.nn.RNNBase, x: torch.Tensor, block: int | None = None):
+    """``native.recurrent_layer`` on ``layer``'s weights for batch-second ``x`` ``(T, B, I)``:
+    outputs ``(T, B, H)`` and the last cell state ``(B, H)`` (LSTM)."""
+    biases = (layer.bias_ih_l0, layer.bias_hh_l0) if layer.bias else (None, None)
+    h, c = native.recurrent_layer(cell, x.permute(2, 0, 1), layer.weight_ih_l0, layer.weight_hh_l0, *biases,
+                                  block=block)
+    return h.permute(1, 2, 0), (c[:, -1].t() if cell == "lstm" else None)
+
+
+@settings(max_examples=24, deadline=None)
+@given(cell=st.sampled_from(CELLS), steps=st.integers(1, 6), batch=st.integers(1, 5),
+       features=st.integers(1, 4), hidden=st.integers(1, 6), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_layer_equals_torch_with_gradients(cell, steps, batch, features, hidden, bias, seed):
+    torch.manual_seed(seed)
+    layer = torch_layer(cell, features, hidden, bias)
+    x = torch.randn(steps, batch, features, requires_grad=True)
+    target = torch.randn(steps, batch, hidden)
+    results = []
+    for compute in ("native", "torch"):
+        layer.zero_grad()
+        x.grad = None
+        if compute == "native":
+            out, last_c = run_native(cell, layer, x)
+        else:
+            out, state = layer(x)
+            last_c = state[1][0] if cell == "lstm" else None
+        loss = (out * target).sum() + (last_c.sum() if last_c is not None else 0.0)
+        loss.backward()
+        results.append([out.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for mine, theirs in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_block_diagonal_weights_compute_only_their_blocks(cell):
+    """With ``block``, only the diagonal blocks of every gate are read and get gradients;
+    the result is torch's on the same (block-diagonal) weights."""
+    torch.manual_seed(1)
+    hidden, block = 6, 2
+    layer = torch_layer(cell, 3, hidden, bias=True)
+    diagonal = torch.block_diag(*[torch.ones(block, block)] * (hidden // block)).bool()
+    with torch.no_grad():
+        layer.weight_hh_l0.mul_(diagonal.repeat(GATES[cell], 1))
+    x = torch.randn(5, 4, 3)
+    native_out, _ = run_native(cell, layer, x, block=block)
+    native_out.square().sum().backward()
+    native_grad = layer.weight_hh_l0.grad.clone()
+    layer.zero_grad()
+    torch_out = layer(x)[0]
+    torch_out.square().sum().backward()
+    torch.testing.assert_close(native_out, torch_out, rtol=1e-5, atol=1e-6)
+    off_block = ~diagonal.repeat(GATES[cell], 1)
+    assert torch.equal(native_grad[off_block], torch.zeros(int(off_block.sum())))
+    torch.testing.assert_close(native_grad[~off_block], layer.weight_hh_l0.grad[~off_block], rtol=1e-4, atol=1e-5)
+
+
+def test_nan_propagates():
+    """A NaN weight must surface as NaN (the kernels' fast-math keeps NaN semantics), so a
+    diverging model is seen to fail."""
+    layer = torch_layer("lstm", 2, 3, bias=True)
+    with torch.no_grad():
+        layer.weight_hh_l0[0, 0] = math.nan
+    out, _ = run_native("lstm", layer, torch.randn(4, 2, 2))
+    assert out[1:, :, 0].isnan().all()
+
+
+def test_kernel_tanh_is_float32_accurate_and_odd():
+    positive = torch.linspace(0.0, 20.0, 200_001)
+    x = torch.cat([-positive.flip(0)[:-1], positive])  # exactly symmetric around 0
+    y = x.numpy().copy()
+    native.tanh_array(y)
+    error = (torch.from_numpy(y).double() - torch.tanh(x.double())).abs()
+    assert error.max() < 3e-7  # float32's own resolution near 1 is 6e-8 per ulp
+    assert torch.equal(torch.from_numpy(y), -torch.from_numpy(y).flip(0))
+    assert y[200_000] == 0.0
+
+
+def test_applies_to_float32_cpu_tensors_only(monkeypatch):
+    assert native.applies(torch.zeros(2))
+    assert not native.applies(torch.zeros(2, dtype=torch.float64))
+    monkeypatch.setattr(native, "ENABLED", False)
+    assert not native.applies(torch.zeros(2))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"cell": "elman"}, "cell must be one of"),
+    ({"block": 4}, "block must divide the hidden size 6, got 4"),
+    ({"block": 0}, "block must divide the hidden size 6, got 0"),
+])
+def test_bad_arguments_are_named(change, match):
+    args = {"cell": "lstm", "x": torch.zeros(3, 2, 5), "weight_ih": torch.zeros(24, 3),
+            "weight_hh": torch.zeros(24, 6), "bias_ih": None, "bias_hh": None, "block": 3}
+    assert native.recurrent_layer(**args)[0].shape == (6, 2, 5)  # the valid call runs
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        native.recurrent_layer(**args)
