@@ -5,15 +5,17 @@ one-hot inputs of 7 symbols, sequence-classification head) for paper-like DAGs
 (Barabási–Albert ``(n, n // 10)`` and connected Watts–Strogatz ``(n, n // 5, p = 1)``, n
 uniform in 10..50, the study's layering), built as the study did (one recurrent layer per
 connection: ``PerConnectionLayeredRNN`` below, the former ``LayeredRNN``) and as
-``rnn_models.layered.LayeredRNN`` (one fused call per DAG layer), on the same weights,
-interleaved and repeated.
+``rnn_models.layered.LayeredRNN`` (one fused call per DAG layer), the latter both on
+torch's recurrent kernels and on ``rnn_models.native``'s compiled ones, on the same
+weights, interleaved and repeated.
 
 Part ``ensemble``: for each cell type, K runs sampled (seeded) from the ``paper`` preset,
 built exactly as the sweep builds them (``graphprior.sweep.prior_graphs``/``build_model``),
 trained for one epoch on the preset's data (``--strings`` training strings, default all
-18,750, and a third as many test strings, the preset's split) one after another with ``rnn_models.train.fit`` ("solo") and all
-at once with ``rnn_models.ensemble_layered.fit_layered_ensemble``, on copies of the same
-initial weights. Reported: models·epochs per CPU second of each and their ratio, and the
+18,750, and a third as many test strings, the preset's split) one after another with
+``rnn_models.train.fit`` ("solo", on the compiled layers and, for comparison, on torch's
+kernels) and all at once with ``rnn_models.ensemble_layered.fit_layered_ensemble``, on
+copies of the same initial weights. Reported: models·epochs per CPU second of each and their ratio, and the
 paper preset's seconds per model extrapolated from them: CPU seconds per model-epoch x 15
 epochs (each epoch costs the same: same data, same models), and half that as the
 effective figure for 2 workers on 2 cores (the sweep's local pool), with the faster of
@@ -43,6 +45,7 @@ from graphprior.generators import generate
 from graphprior.priors import layered_structure
 from graphprior.spec import expand, load_preset, sample_runs
 from graphprior.sweep import build_model, prior_graphs, task_data, train_config
+from rnn_models import native
 from rnn_models.ensemble_layered import fit_layered_ensemble
 from rnn_models.layered import LayeredRNN, LayeredStructure
 from rnn_models.masked import make_rnn
@@ -118,9 +121,9 @@ def paper_structures(count: int, seed: int) -> list[LayeredStructure]:
     return structures
 
 
-def step_timer(model: nn.Module, batch: int, steps: int) -> Callable[[], float]:
+def step_timer(model: nn.Module, batch: int, steps: int, compiled: bool = True) -> Callable[[], float]:
     """A function doing one training step (fit's: BCE loss, clip 5, Adam) and returning its
-    CPU seconds."""
+    CPU seconds; ``compiled``: whether ``LayeredRNN`` may use ``rnn_models.native``."""
     generator = torch.Generator().manual_seed(0)
     inputs = nn.functional.one_hot(torch.randint(0, VOCABULARY, (batch, steps), generator=generator),
                                    VOCABULARY).float()
@@ -129,25 +132,30 @@ def step_timer(model: nn.Module, batch: int, steps: int) -> Callable[[], float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> float:
+        native.ENABLED = compiled
         start = time.process_time()
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.binary_cross_entropy_with_logits(model(inputs, lengths), targets)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        return time.process_time() - start
+        seconds = time.process_time() - start
+        native.ENABLED = True
+        return seconds
 
     return step
 
 
 def fused_part(structures: list[LayeredStructure], repeats: int, batch: int, steps: int) -> str:
-    """Markdown table: ms per training step, per-connection vs fused, per cell type."""
+    """Markdown table: ms per training step, per-connection vs fused (torch's kernels and
+    the compiled ones), per cell type."""
     lines = [f"Training step (forward + backward + clip + Adam), batch {batch}, T = {steps}; "
              f"{len(structures)} paper-like DAGs, median of {repeats} interleaved repetitions, CPU ms",
-             "", "| cell | recurrent calls per forward (old -> new) | old ms/step | fused ms/step | speed-up |",
-             "|---|---|---|---|---|"]
+             "", "| cell | recurrent calls per forward (old -> new) | per-connection ms/step | fused, torch kernels "
+             "| fused, compiled (`rnn_models.native`) | fused / per-connection (torch) | compiled / torch kernels |",
+             "|---|---|---|---|---|---|---|"]
     for cell in CELLS:
-        old_total = new_total = 0.0
+        old_total = new_total = compiled_total = 0.0
         old_calls = sum(len(s.connections) + 1 for s in structures)
         new_calls = sum(s.depth for s in structures)
         for structure in structures:
@@ -156,19 +164,24 @@ def fused_part(structures: list[LayeredStructure], repeats: int, batch: int, ste
             fused = SequenceClassifier(LayeredRNN(structure, VOCABULARY, cell, batch_first=True))
             copy_into_fused(reference.rnn, fused.rnn)
             fused.readout.load_state_dict(reference.readout.state_dict())
-            timers = (step_timer(reference, batch, steps), step_timer(fused, batch, steps))
-            for timer in timers:  # warm-up: oneDNN primitive creation, lazy init
+            compiled = copy.deepcopy(fused)
+            timers = (step_timer(reference, batch, steps), step_timer(fused, batch, steps, compiled=False),
+                      step_timer(compiled, batch, steps))
+            for timer in timers:  # warm-up: oneDNN primitive creation, lazy init, kernel compilation
                 timer()
-            old, new = [], []
+            old, new, native_ = [], [], []
             for _ in range(repeats):
                 old.append(timers[0]())
                 new.append(timers[1]())
+                native_.append(timers[2]())
             old_total += statistics.median(old)
             new_total += statistics.median(new)
+            compiled_total += statistics.median(native_)
         count = len(structures)
         lines.append(f"| {cell} | {old_calls / count:.1f} -> {new_calls / count:.1f} | "
                      f"{1000 * old_total / count:.1f} | {1000 * new_total / count:.1f} | "
-                     f"{old_total / new_total:.2f}x |")
+                     f"{1000 * compiled_total / count:.1f} | {old_total / new_total:.2f}x | "
+                     f"{new_total / compiled_total:.2f}x |")
     return "\n".join(lines)
 
 
@@ -199,28 +212,33 @@ def cpu_seconds(work: Callable[[], object]) -> float:
 
 
 def ensemble_part(cells: tuple[str, ...], count: int, strings: int, seed: int, batch_size: int | None) -> str:
-    """Markdown table: models·epochs per CPU second, solo vs layered ensemble, and the
-    extrapolated seconds per model of the paper preset."""
+    """Markdown table: models·epochs per CPU second, solo (compiled layers and torch's
+    kernels) vs layered ensemble, and the extrapolated seconds per model of the paper preset."""
     lines = [f"One epoch of K = {count} sampled paper-preset runs per cell on {strings} training and "
              f"{strings // 3} test strings, batch {batch_size or 128}, CPU seconds; paper preset "
              "(18,750 + 6,250 strings, 15 epochs) extrapolated",
-             "", "| cell | solo models·epochs/s | ensemble models·epochs/s | ensemble / solo "
-             "| paper s/model solo (1 worker) | paper s/model ensemble (1 worker) | effective s/model, 2 workers, faster way |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| cell | solo models·epochs/s | solo, torch kernels | ensemble models·epochs/s | ensemble / solo "
+             "| paper s/model solo (1 worker) | solo, torch kernels | ensemble (1 worker) "
+             "| effective s/model, 2 workers, faster way |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         runs = paper_runs(cell, count, seed)
         config = replace(train_config(runs[0]), epochs=1, batch_size=batch_size or train_config(runs[0]).batch_size)
         train, test = task_data(runs[0].task)
         train, test = subset(train, strings), subset(test, strings // 3)  # the preset's 3:1 split
         models = [sweep_model(run, train.inputs.shape[-1]) for run in runs]
-        solo_models, ensemble_models = copy.deepcopy(models), copy.deepcopy(models)
         fit(copy.deepcopy(models[0]), subset(train, 256), subset(test, 256), config)  # warm-up
-        solo = sum(cpu_seconds(lambda m=m: fit(m, train, test, config)) for m in solo_models)
-        together = cpu_seconds(lambda: fit_layered_ensemble(ensemble_models, train, test, config, strategy="batched"))
+        solo = sum(cpu_seconds(lambda m=m: fit(m, train, test, config)) for m in copy.deepcopy(models))
+        native.ENABLED = False
+        solo_torch = sum(cpu_seconds(lambda m=m: fit(m, train, test, config)) for m in copy.deepcopy(models))
+        native.ENABLED = True
+        together = cpu_seconds(lambda: fit_layered_ensemble(copy.deepcopy(models), train, test, config,
+                                                            strategy="batched"))
         scale = 15 * (18750 / len(train.lengths))
         best = min(solo, together)
-        lines.append(f"| {cell} | {count / solo:.3f} | {count / together:.3f} | {solo / together:.2f}x | "
-                     f"{scale * solo / count:.0f} | {scale * together / count:.0f} | {scale * best / count / 2:.0f} |")
+        lines.append(f"| {cell} | {count / solo:.3f} | {count / solo_torch:.3f} | {count / together:.3f} | "
+                     f"{solo / together:.2f}x | {scale * solo / count:.1f} | {scale * solo_torch / count:.1f} | "
+                     f"{scale * together / count:.1f} | {scale * best / count / 2:.1f} |")
     return "\n".join(lines)
 
 
