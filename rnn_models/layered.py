@@ -252,10 +252,11 @@ class LayeredRNN(nn.Module):
         """Return ``(output, states)``: the last layer's output sequence (same layout as
         ``input``) and the final state of every main-path block (``(h, c)`` for LSTM).
 
-        A float32 CPU tensor input runs on ``rnn_models.native``'s compiled layers (the
+        A batched float32 CPU tensor runs on ``rnn_models.native``'s compiled layers (the
         same results; far fewer calls for layers this narrow), anything else (a
-        ``PackedSequence``, float64, CUDA) on torch's own kernels."""
-        if isinstance(input, torch.Tensor) and native.applies(input):
+        ``PackedSequence``, an unbatched input, float64, CUDA, autocast) on torch's own
+        kernels."""
+        if isinstance(input, torch.Tensor) and input.dim() == 3 and native.applies(input):
             return self._forward_native(input)
         outputs: list[SequenceBatch] = []
         states = []

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from numba import njit
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnn_models.masked import GATES
 
@@ -47,8 +46,10 @@ _CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 
 
 def applies(x: Tensor) -> bool:
-    """Whether the kernels can run on ``x``: a float32 CPU tensor (and ``ENABLED``)."""
-    return ENABLED and x.dtype == torch.float32 and x.device.type == "cpu"
+    """Whether the kernels can run on ``x``: a float32 CPU tensor outside CPU autocast (and
+    ``ENABLED``)."""
+    return (ENABLED and x.dtype == torch.float32 and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu"))
 
 
 @njit(inline="always", **_JIT)
@@ -358,8 +359,10 @@ class NativeRecurrence(torch.autograd.Function):
         return states, second
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_states: Tensor, grad_cells: Tensor | None) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: the kernels have no graph of their own
+            raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
+                               "set rnn_models.native.ENABLED = False to use torch's kernels")
         weight_hh, states, saved, cells = ctx.saved_tensors
         code = ctx.code
         hidden, steps, batch = states.shape
@@ -394,8 +397,7 @@ def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, 
     ``block``: ``weight_hh`` is block diagonal in blocks of this many units, each gate
     block alike (``LayeredRNN``'s fused layers), and only those blocks are computed; the
     other entries must be zero, and their gradient is zero. Default: one block, dense."""
-    if cell not in _CODES:
-        raise ValueError(f"cell must be one of {sorted(_CODES)}, got {cell!r}")
+    _check_arguments(cell, x, weight_ih, weight_hh, bias_ih, bias_hh)
     features, steps, batch = x.shape
     hidden = weight_hh.shape[1]
     block = hidden if block is None else block
@@ -411,3 +413,29 @@ def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, 
             bias_hn = bias_hh[2 * hidden:]
         projected = torch.addmm(outer.unsqueeze(1), weight_ih, x.reshape(features, steps * batch))
     return NativeRecurrence.apply(cell, projected.view(-1, steps, batch), weight_hh, bias_hn, block)
+
+
+def _check_arguments(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
+                     bias_hh: Tensor | None) -> None:
+    """Raise ValueError naming the first argument that does not fit: the kernels index
+    without bounds checks, so a shape that disagrees with the cell would read and write
+    out of bounds."""
+    if cell not in _CODES:
+        raise ValueError(f"cell must be one of {sorted(_CODES)}, got {cell!r}")
+    for name, tensor in (("x", x), ("weight_ih", weight_ih), ("weight_hh", weight_hh), ("bias_ih", bias_ih),
+                         ("bias_hh", bias_hh)):
+        if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
+            raise ValueError(f"{name} must be a float32 CPU tensor (the kernels' tanh is float32-accurate), "
+                             f"got {tensor.dtype} on {tensor.device}")
+    if x.dim() != 3 or 0 in x.shape:
+        raise ValueError(f"x must be a non-empty (I, T, B) tensor, got shape {tuple(x.shape)}")
+    rows = GATES[cell] * weight_hh.shape[-1]
+    if weight_hh.dim() != 2 or weight_hh.shape[0] != rows or rows == 0:
+        raise ValueError(f"weight_hh must be ({GATES[cell]}*H, H) for cell {cell!r}, got {tuple(weight_hh.shape)}")
+    if tuple(weight_ih.shape) != (rows, x.shape[0]):
+        raise ValueError(f"weight_ih must be {(rows, x.shape[0])}, got {tuple(weight_ih.shape)}")
+    if (bias_ih is None) != (bias_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be tensors or both be None")
+    for name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if bias is not None and tuple(bias.shape) != (rows,):
+            raise ValueError(f"{name} must be ({rows},), got {tuple(bias.shape)}")

@@ -220,3 +220,15 @@ def test_float64_input_runs_on_torch_kernels():
     assert not native.applies(torch.zeros(1, dtype=torch.float64))
     out, _ = model(torch.randn(2, 4, 2, dtype=torch.float64))
     assert out.dtype == torch.float64 and out.shape == (2, 4, 3)
+
+
+def test_unbatched_and_autocast_inputs_run_on_torch_kernels():
+    """Inputs the compiled layers do not take (unbatched, CPU autocast) keep torch's path."""
+    structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
+    model = LayeredRNN(structure, 2, cell="lstm", batch_first=True)
+    x = torch.randn(4, 2)
+    assert model(x)[0].shape == (4, 3)
+    torch.testing.assert_close(model(x)[0], model(x.unsqueeze(0))[0][0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not native.applies(x)
+        assert model(x.unsqueeze(0))[0].shape == (1, 4, 3)

@@ -77,14 +77,15 @@ def test_block_diagonal_weights_compute_only_their_blocks(cell):
     torch.testing.assert_close(native_grad[~off_block], layer.weight_hh_l0.grad[~off_block], rtol=1e-4, atol=1e-5)
 
 
-def test_nan_propagates():
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_propagates(cell):
     """A NaN weight must surface as NaN (the kernels' fast-math keeps NaN semantics), so a
     diverging model is seen to fail."""
-    layer = torch_layer("lstm", 2, 3, bias=True)
+    layer = torch_layer(cell, 2, 3, bias=True)
     with torch.no_grad():
-        layer.weight_hh_l0[0, 0] = math.nan
-    out, _ = run_native("lstm", layer, torch.randn(4, 2, 2))
-    assert out[1:, :, 0].isnan().all()
+        layer.weight_hh_l0[:, 0] = math.nan
+    out, _ = run_native(cell, layer, torch.randn(4, 2, 2))
+    assert out[1:].isnan().any(dim=2).all()
 
 
 def test_kernel_tanh_is_float32_accurate_and_odd():
@@ -109,6 +110,12 @@ def test_applies_to_float32_cpu_tensors_only(monkeypatch):
     ({"cell": "elman"}, "cell must be one of"),
     ({"block": 4}, "block must divide the hidden size 6, got 4"),
     ({"block": 0}, "block must divide the hidden size 6, got 0"),
+    ({"cell": "gru"}, r"weight_hh must be \(3\*H, H\) for cell 'gru', got \(24, 6\)"),
+    ({"weight_ih": torch.zeros(24, 2)}, r"weight_ih must be \(24, 3\), got \(24, 2\)"),
+    ({"x": torch.zeros(2, 5)}, r"x must be a non-empty \(I, T, B\) tensor"),
+    ({"x": torch.zeros(3, 2, 5, dtype=torch.float64)}, "x must be a float32 CPU tensor"),
+    ({"bias_ih": torch.zeros(24)}, "bias_ih and bias_hh must both be"),
+    ({"bias_ih": torch.zeros(24), "bias_hh": torch.zeros(18)}, r"bias_hh must be \(24,\), got \(18,\)"),
 ])
 def test_bad_arguments_are_named(change, match):
     args = {"cell": "lstm", "x": torch.zeros(3, 2, 5), "weight_ih": torch.zeros(24, 3),
@@ -117,3 +124,12 @@ def test_bad_arguments_are_named(change, match):
     args.update(change)
     with pytest.raises(ValueError, match=match):
         native.recurrent_layer(**args)
+
+
+def test_double_backward_is_refused_not_dropped():
+    """The kernels have no graph of their own: create_graph=True must raise, never return
+    a gradient that silently misses their part."""
+    layer = torch_layer("gru", 2, 3, bias=True)
+    out, _ = run_native("gru", layer, torch.randn(4, 2, 2))
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(out.sum(), [layer.weight_hh_l0], create_graph=True)
