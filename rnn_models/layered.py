@@ -280,7 +280,9 @@ class LayeredRNN(nn.Module):
             x = x0 if j == 0 else torch.cat([outputs[s] for s in sources])
             biases = (layer.bias_ih_l0, layer.bias_hh_l0) if self.bias else (None, None)
             width = self.structure.widths[j]
-            h, c = native.recurrent_layer(self.cell, x, layer.weight_ih_l0, layer.weight_hh_l0, *biases, block=width)
+            read = [self.input_size if s < 0 else self.structure.widths[s] for s in sources]
+            h, c = native.recurrent_layer(self.cell, x, layer.weight_ih_l0, layer.weight_hh_l0, *biases,
+                                          block=width, sources=read)
             outputs.append(h if len(sources) == 1 else h.unflatten(0, (len(sources), width)).sum(0))
             final = h[:width, -1].t().unsqueeze(0)  # (1, B, width), as torch returns it
             states.append((final, c[:width, -1].t().unsqueeze(0)) if self.cell == "lstm" else final)

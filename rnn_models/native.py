@@ -7,8 +7,8 @@ step forward and backward, ATen's RNN/GRU loops more), far above their arithmeti
 compiled by numba, one call runs all steps of a layer: every operand is feature-major
 ``(F, T, B)``, so a step's rows are contiguous over the batch and every product and gate
 is a loop that LLVM vectorizes over ``B``; the layer's weights stay in registers and L1.
-The input projection ``W_ih x`` of all steps is one torch matrix product before the call
-(autograd differentiates it), so these kernels see only the recurrence. Measurements:
+The input projection ``W_ih x + b`` of all steps is one more compiled call (each block
+of a fused layer reading only its own source's columns), before the recurrence. Measurements:
 docs/bench/layered.md.
 
 ``tanh`` is a rational minimax approximation (odd degree-13 numerator, even degree-6
@@ -21,6 +21,7 @@ compile on first use and are cached on disk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -332,6 +333,83 @@ def _gru_step_back(gates: np.ndarray, recurrent_n: np.ndarray, states: np.ndarra
             dh[b] *= z[b]
 
 
+@njit(**_JIT)
+def _project(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, ranges: np.ndarray, hidden: int, block: int,
+             out: np.ndarray) -> None:
+    """``out[r] = bias[r] + sum_i weight[r, i] x[i]`` over the columns ``ranges[k]`` of row
+    r's block k (``(r % hidden) // block``): each block reads only its own source. Rows of
+    ``x`` ``(I, N)`` and ``out`` ``(G*H, N)`` run over all ``N = T * B`` step columns."""
+    for r in range(out.shape[0]):
+        k = (r % hidden) // block
+        target, w, value = out[r], weight[r], bias[r]
+        for n in range(target.shape[0]):
+            target[n] = value
+        for i in range(ranges[k, 0], ranges[k, 1]):
+            wi, source = w[i], x[i]
+            for n in range(target.shape[0]):
+                target[n] += wi * source[n]
+
+
+@njit(**_JIT)
+def _project_backward(x: np.ndarray, weight: np.ndarray, ranges: np.ndarray, hidden: int, block: int,
+                      grad: np.ndarray, grad_x: np.ndarray, grad_weight: np.ndarray, grad_bias: np.ndarray) -> None:
+    """Gradients of ``_project`` from ``grad`` ``(G*H, N)``: ``grad_bias`` and the in-block
+    entries of ``grad_weight`` (the others stay zero), and ``grad_x`` ``(I, N)`` (zeros on
+    entry; skipped when it has no rows)."""
+    for r in range(grad.shape[0]):
+        k = (r % hidden) // block
+        g, w = grad[r], weight[r]
+        total = _F(0.0)
+        for n in range(g.shape[0]):
+            total += g[n]
+        grad_bias[r] = total
+        for i in range(ranges[k, 0], ranges[k, 1]):
+            source = x[i]
+            total = _F(0.0)
+            for n in range(g.shape[0]):
+                total += g[n] * source[n]
+            grad_weight[r, i] = total
+            if grad_x.shape[0] > 0:
+                wi, target = w[i], grad_x[i]
+                for n in range(g.shape[0]):
+                    target[n] += wi * g[n]
+
+
+class BlockProjection(torch.autograd.Function):
+    """``W_ih x + bias`` for all steps at once, each block of rows reading only its own
+    columns of ``x`` (``_project``): ``x`` ``(I, T, B)``, ``weight_ih`` ``(G*H, I)``,
+    ``bias`` ``(G*H,)``, ``ranges`` ``(blocks, 2)`` int64 column ranges; ``(G*H, T, B)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight_ih: Tensor, bias: Tensor, ranges: np.ndarray, hidden: int,
+                block: int) -> Tensor:
+        features, steps, batch = x.shape
+        x, weight_ih = x.contiguous(), weight_ih.contiguous()
+        out = x.new_empty(weight_ih.shape[0], steps, batch)
+        _project(_array(x).reshape(features, -1), _array(weight_ih), _array(bias.contiguous()), ranges, hidden,
+                 block, _array(out).reshape(out.shape[0], -1))
+        ctx.save_for_backward(x, weight_ih)
+        ctx.ranges, ctx.hidden, ctx.block = ranges, hidden, block
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
+                               "set rnn_models.native.ENABLED = False to use torch's kernels")
+        x, weight_ih = ctx.saved_tensors
+        features = x.shape[0]
+        grad = grad.contiguous()
+        needs_x = ctx.needs_input_grad[0]
+        grad_x = torch.zeros_like(x) if needs_x else x.new_empty(0, 1)
+        grad_weight = torch.zeros_like(weight_ih)
+        grad_bias = grad.new_empty(grad.shape[0])
+        _project_backward(_array(x).reshape(features, -1), _array(weight_ih), ctx.ranges, ctx.hidden, ctx.block,
+                          _array(grad).reshape(grad.shape[0], -1), _array(grad_x).reshape(grad_x.shape[0], -1 if needs_x else 1),
+                          _array(grad_weight), _array(grad_bias))
+        return (grad_x if needs_x else None), grad_weight, grad_bias, None, None, None
+
+
 class NativeRecurrence(torch.autograd.Function):
     """One recurrent layer over pre-projected inputs, feature-major: ``projected``
     ``(G*H, T, B)`` (``W_ih x_t`` plus every bias outside the recurrence), ``weight_hh``
@@ -388,31 +466,46 @@ def _array(x: Tensor) -> np.ndarray:
 
 
 def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
-                    bias_hh: Tensor | None, block: int | None = None) -> tuple[Tensor, Tensor]:
+                    bias_hh: Tensor | None, block: int | None = None,
+                    sources: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """One torch-convention recurrent layer (weights ``(G*H, I)``, ``(G*H, H)``, biases
     ``(G*H,)`` or None) over feature-major inputs ``x`` ``(I, T, B)``, zero initial states:
-    the states ``(H, T, B)`` and (LSTM) the cell states ``(H, T, B)``. The input projection
-    of all steps is one matrix product (torch's, differentiated by autograd).
+    the states ``(H, T, B)`` and (LSTM) the cell states ``(H, T, B)``.
 
-    ``block``: ``weight_hh`` is block diagonal in blocks of this many units, each gate
-    block alike (``LayeredRNN``'s fused layers), and only those blocks are computed; the
-    other entries must be zero, and their gradient is zero. Default: one block, dense."""
+    ``block``: the layer is ``H / block`` independent blocks of ``block`` units, each gate
+    block alike (``LayeredRNN``'s fused layers): ``weight_hh`` is block diagonal and only
+    those blocks are computed. ``sources``: the input columns each block reads, as
+    consecutive widths summing to ``I`` (block k reads only its own), so ``weight_ih`` is
+    block structured too; default: every block reads all of ``x``. Entries outside the
+    blocks must be zero; their gradient is zero. Default: one block, dense."""
     _check_arguments(cell, x, weight_ih, weight_hh, bias_ih, bias_hh)
     features, steps, batch = x.shape
     hidden = weight_hh.shape[1]
     block = hidden if block is None else block
     if not 1 <= block <= hidden or hidden % block:
         raise ValueError(f"block must divide the hidden size {hidden}, got {block}")
+    ranges = _column_ranges(sources, hidden // block, features)
     bias_hn = weight_hh.new_zeros(hidden)
     if bias_ih is None:
-        projected = weight_ih @ x.reshape(features, steps * batch)
+        outer = weight_ih.new_zeros(weight_ih.shape[0])
     else:
         outer = bias_ih + bias_hh
         if cell == "gru":  # b_hn sits inside the reset gate's product
             outer = torch.cat([outer[: 2 * hidden], bias_ih[2 * hidden:]])
             bias_hn = bias_hh[2 * hidden:]
-        projected = torch.addmm(outer.unsqueeze(1), weight_ih, x.reshape(features, steps * batch))
-    return NativeRecurrence.apply(cell, projected.view(-1, steps, batch), weight_hh, bias_hn, block)
+    projected = BlockProjection.apply(x, weight_ih, outer, ranges, hidden, block)
+    return NativeRecurrence.apply(cell, projected, weight_hh, bias_hn, block)
+
+
+def _column_ranges(sources: Sequence[int] | None, blocks: int, features: int) -> np.ndarray:
+    """``(blocks, 2)`` column ranges of the input each block reads."""
+    if sources is None:
+        return np.array([[0, features]] * blocks, dtype=np.int64)
+    widths = [int(w) for w in sources]
+    if len(widths) != blocks or sum(widths) != features or min(widths) < 1:
+        raise ValueError(f"sources must be {blocks} input widths >= 1 summing to {features}, got {widths}")
+    ends = np.cumsum(widths)
+    return np.stack([ends - np.array(widths), ends], axis=1).astype(np.int64)
 
 
 def _check_arguments(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,

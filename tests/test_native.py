@@ -78,6 +78,37 @@ def test_block_diagonal_weights_compute_only_their_blocks(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_block_sources_read_only_their_own_columns(cell):
+    """With ``sources``, block k's rows read only block k's input columns (and get gradients
+    only there); the result is torch's on the same block-structured weights."""
+    torch.manual_seed(3)
+    hidden, block, sources = 6, 2, (1, 3, 2)
+    layer = torch_layer(cell, sum(sources), hidden, bias=True)
+    own = torch.zeros(hidden, sum(sources), dtype=torch.bool)
+    for k, (start, width) in enumerate(zip((0, 1, 4), sources)):
+        own[k * block: (k + 1) * block, start: start + width] = True
+    diagonal = torch.block_diag(*[torch.ones(block, block)] * (hidden // block)).bool()
+    with torch.no_grad():
+        layer.weight_ih_l0.mul_(own.repeat(GATES[cell], 1))
+        layer.weight_hh_l0.mul_(diagonal.repeat(GATES[cell], 1))
+    x = torch.randn(5, 4, sum(sources), requires_grad=True)
+    biases = (layer.bias_ih_l0, layer.bias_hh_l0)
+    h, _ = native.recurrent_layer(cell, x.permute(2, 0, 1), layer.weight_ih_l0, layer.weight_hh_l0, *biases,
+                                  block=block, sources=sources)
+    h.square().sum().backward()
+    mine = (h.permute(1, 2, 0).detach(), x.grad.clone(), layer.weight_ih_l0.grad.clone())
+    layer.zero_grad()
+    x.grad = None
+    out = layer(x)[0]
+    out.square().sum().backward()
+    torch.testing.assert_close(mine[0], out.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mine[1], x.grad, rtol=1e-4, atol=1e-5)
+    off_block = ~own.repeat(GATES[cell], 1)
+    assert torch.equal(mine[2][off_block], torch.zeros(int(off_block.sum())))
+    torch.testing.assert_close(mine[2][~off_block], layer.weight_ih_l0.grad[~off_block], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_nan_propagates(cell):
     """A NaN weight must surface as NaN (the kernels' fast-math keeps NaN semantics), so a
     diverging model is seen to fail."""
@@ -116,10 +147,13 @@ def test_applies_to_float32_cpu_tensors_only(monkeypatch):
     ({"x": torch.zeros(3, 2, 5, dtype=torch.float64)}, "x must be a float32 CPU tensor"),
     ({"bias_ih": torch.zeros(24)}, "bias_ih and bias_hh must both be"),
     ({"bias_ih": torch.zeros(24), "bias_hh": torch.zeros(18)}, r"bias_hh must be \(24,\), got \(18,\)"),
+    ({"sources": (1, 1)}, r"sources must be 2 input widths >= 1 summing to 3, got \[1, 1\]"),
+    ({"sources": (3, 0)}, r"sources must be 2 input widths >= 1 summing to 3"),
+    ({"sources": (1, 1, 1)}, r"sources must be 2 input widths"),
 ])
 def test_bad_arguments_are_named(change, match):
     args = {"cell": "lstm", "x": torch.zeros(3, 2, 5), "weight_ih": torch.zeros(24, 3),
-            "weight_hh": torch.zeros(24, 6), "bias_ih": None, "bias_hh": None, "block": 3}
+            "weight_hh": torch.zeros(24, 6), "bias_ih": None, "bias_hh": None, "block": 3, "sources": (2, 1)}
     assert native.recurrent_layer(**args)[0].shape == (6, 2, 5)  # the valid call runs
     args.update(change)
     with pytest.raises(ValueError, match=match):
