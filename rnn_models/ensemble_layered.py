@@ -27,6 +27,10 @@ blocks, where that cuts the padding by >= 20 %, ``SPLIT_BELOW``):
   no blocks in the deeper layers and is read at its own last layer.
 
 No arithmetic mixes two models, so one model's NaN cannot reach another.
+
+On a CPU, ``fit`` one model at a time on ``rnn_models.native``'s compiled layers is now
+faster for every cell type, so ``"auto"`` (``choose_layered_strategy``) uses this ensemble
+only where those kernels are off or on other devices.
 """
 
 from __future__ import annotations
@@ -376,8 +380,8 @@ def choose_layered_strategy(cell: str, device: str) -> str:
 
     On a CPU, where ``rnn_models.native``'s compiled layers run each model's DAG layers
     (float32), ``fit`` one model at a time is the faster way for every cell type: on 8
-    sampled ``paper`` models, 15.2 / 13.1 / 29.9 / 26.0 CPU-s per model (tanh, relu, LSTM,
-    GRU) against 28.6 / 16.8 / 41.6 / 39.3 for the layered ensemble, whose padded batched
+    sampled ``paper`` models, 15.6 / 14.9 / 28.0 / 27.9 CPU-s per model (tanh, relu, LSTM,
+    GRU) against 16.4 / 18.5 / 40.9 / 53.3 for the layered ensemble, whose padded batched
     products have no such kernels. So it is ``"separate"`` there, and ``"batched"`` where
     the compiled kernels are off (``native.ENABLED``) or on other devices, where one call
     per DAG layer for all models is what pays (unmeasured here: no GPU).
