@@ -15,11 +15,11 @@ trained for one epoch on the preset's data (``--strings`` training strings, defa
 18,750, and a third as many test strings, the preset's split) one after another with
 ``rnn_models.train.fit`` ("solo", on the compiled layers and, for comparison, on torch's
 kernels) and all at once with ``rnn_models.ensemble_layered.fit_layered_ensemble``, on
-copies of the same initial weights. Reported: models·epochs per CPU second of each and their ratio, and the
-paper preset's seconds per model extrapolated from them: CPU seconds per model-epoch x 15
-epochs (each epoch costs the same: same data, same models), and half that as the
-effective figure for 2 workers on 2 cores (the sweep's local pool), with the faster of
-the two ways per cell.
+copies of the same initial weights. Reported: models·epochs per CPU second of each and
+their ratio, and the paper preset's seconds per model extrapolated from them: CPU seconds
+per model-epoch x 15 epochs (each epoch costs the same: same data, same models), and half
+that as the effective figure for 2 workers on 2 cores (the sweep's local pool), with the
+faster of solo (compiled) and the ensemble per cell.
 
 Times are CPU seconds (``time.process_time``, one torch thread): wall time is unreliable
 on the shared machine.
@@ -164,19 +164,19 @@ def fused_part(structures: list[LayeredStructure], repeats: int, batch: int, ste
             fused = SequenceClassifier(LayeredRNN(structure, VOCABULARY, cell, batch_first=True))
             copy_into_fused(reference.rnn, fused.rnn)
             fused.readout.load_state_dict(reference.readout.state_dict())
-            compiled = copy.deepcopy(fused)
+            on_compiled = copy.deepcopy(fused)
             timers = (step_timer(reference, batch, steps), step_timer(fused, batch, steps, compiled=False),
-                      step_timer(compiled, batch, steps))
+                      step_timer(on_compiled, batch, steps))
             for timer in timers:  # warm-up: oneDNN primitive creation, lazy init, kernel compilation
                 timer()
-            old, new, native_ = [], [], []
+            old, new, compiled = [], [], []
             for _ in range(repeats):
                 old.append(timers[0]())
                 new.append(timers[1]())
-                native_.append(timers[2]())
+                compiled.append(timers[2]())
             old_total += statistics.median(old)
             new_total += statistics.median(new)
-            compiled_total += statistics.median(native_)
+            compiled_total += statistics.median(compiled)
         count = len(structures)
         lines.append(f"| {cell} | {old_calls / count:.1f} -> {new_calls / count:.1f} | "
                      f"{1000 * old_total / count:.1f} | {1000 * new_total / count:.1f} | "
@@ -232,8 +232,8 @@ def ensemble_part(cells: tuple[str, ...], count: int, strings: int, seed: int, b
         native.ENABLED = False
         solo_torch = sum(cpu_seconds(lambda m=m: fit(m, train, test, config)) for m in copy.deepcopy(models))
         native.ENABLED = True
-        together = cpu_seconds(lambda: fit_layered_ensemble(copy.deepcopy(models), train, test, config,
-                                                            strategy="batched"))
+        copies = copy.deepcopy(models)
+        together = cpu_seconds(lambda: fit_layered_ensemble(copies, train, test, config, strategy="batched"))
         scale = 15 * (18750 / len(train.lengths))
         best = min(solo, together)
         lines.append(f"| {cell} | {count / solo:.3f} | {count / solo_torch:.3f} | {count / together:.3f} | "

@@ -73,6 +73,7 @@ def _tanh(x: float) -> float:
 
 @njit(inline="always", **_JIT)
 def _sigmoid(x: float) -> float:
+    """float32 ``sigmoid`` through ``_tanh`` (vectorizes like it)."""
     return _F(0.5) * _tanh(_F(0.5) * x) + _F(0.5)
 
 
