@@ -271,7 +271,7 @@ class LayeredRNN(nn.Module):
 
     def _forward_native(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
         """``forward`` on ``rnn_models.native.recurrent_layer``: every layer feature-major
-        ``(F, T, B)``, one compiled call per DAG layer and direction of the pass."""
+        ``(F, T, B)``, per DAG layer two compiled calls each way (input projection, recurrence)."""
         x0 = (input.permute(2, 1, 0) if self.batch_first else input.permute(2, 0, 1)).contiguous()
         outputs: list[torch.Tensor] = []
         states = []
