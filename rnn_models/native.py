@@ -8,8 +8,8 @@ compiled by numba, one call runs all steps of a layer: every operand is feature-
 ``(F, T, B)``, so a step's rows are contiguous over the batch and every product and gate
 is a loop that LLVM vectorizes over ``B``; the layer's weights stay in registers and L1.
 The input projection ``W_ih x + b`` of all steps is one more compiled call (each block
-of a fused layer reading only its own source's columns), before the recurrence. Measurements:
-docs/bench/layered.md.
+of a fused layer reading only its own source's columns), before the recurrence.
+Measurements: docs/bench/layered.md.
 
 ``tanh`` is a rational minimax approximation (odd degree-13 numerator, even degree-6
 denominator, clamped at |x| = 7.9053), plain arithmetic that LLVM vectorizes (numba's
@@ -85,15 +85,14 @@ def tanh_array(values: np.ndarray) -> None:
 
 
 @njit(**_JIT)
-def _product(weight: np.ndarray, states: np.ndarray, t: int, out: np.ndarray, first: int, rows: int,
-             block: int) -> None:
-    """``out[r] += sum_j weight[first + r, j] * states[j, t]`` for ``r < rows`` (each row a
+def _product(weight: np.ndarray, states: np.ndarray, t: int, out: np.ndarray, block: int) -> None:
+    """``out[r] += sum_j weight[r, j] * states[j, t]`` for every row of ``out`` (each row a
     vector over the batch): the recurrent product of step ``t + 1``. ``weight`` is block
     diagonal with blocks ``block`` units wide: row r reads only its own block's columns."""
     hidden = states.shape[0]
-    for r in range(rows):
-        target, w = out[r], weight[first + r]
-        start = ((first + r) % hidden) // block * block
+    for r in range(out.shape[0]):
+        target, w = out[r], weight[r]
+        start = (r % hidden) // block * block
         for j in range(start, start + block):
             wj, source = w[j], states[j, t]
             for b in range(source.shape[0]):
@@ -148,7 +147,7 @@ def _forward(code: int, projected: np.ndarray, weight: np.ndarray, bias_hn: np.n
         for r in range(rows):
             pre[r] = projected[r, t]
         if t > 0:
-            _product(weight, states, t - 1, pre, 0, rows, block)
+            _product(weight, states, t - 1, pre, block)
         if code == 2:
             _lstm_step(pre, saved, cells, states, t)
             continue
@@ -198,7 +197,7 @@ def _gru_step(projected: np.ndarray, weight: np.ndarray, bias_hn: np.ndarray, st
     for j in range(hidden):
         pre[2 * hidden + j] = bias_hn[j]
     if t > 0:
-        _product(weight, states, t - 1, pre, 0, 3 * hidden, block)
+        _product(weight, states, t - 1, pre, block)
     for r in range(2 * hidden):
         source, target = pre[r], gates[r, t]
         for b in range(batch):
@@ -395,9 +394,7 @@ class BlockProjection(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
-                               "set rnn_models.native.ENABLED = False to use torch's kernels")
+        _refuse_double_backward()
         x, weight_ih = ctx.saved_tensors
         features = x.shape[0]
         grad = grad.contiguous()
@@ -405,9 +402,9 @@ class BlockProjection(torch.autograd.Function):
         grad_x = torch.zeros_like(x) if needs_x else x.new_empty(0, 1)
         grad_weight = torch.zeros_like(weight_ih)
         grad_bias = grad.new_empty(grad.shape[0])
+        columns = _array(grad_x).reshape(features, -1) if needs_x else _array(grad_x)
         _project_backward(_array(x).reshape(features, -1), _array(weight_ih), ctx.ranges, ctx.hidden, ctx.block,
-                          _array(grad).reshape(grad.shape[0], -1), _array(grad_x).reshape(grad_x.shape[0], -1 if needs_x else 1),
-                          _array(grad_weight), _array(grad_bias))
+                          _array(grad).reshape(grad.shape[0], -1), columns, _array(grad_weight), _array(grad_bias))
         return (grad_x if needs_x else None), grad_weight, grad_bias, None, None, None
 
 
@@ -439,9 +436,7 @@ class NativeRecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_states: Tensor, grad_cells: Tensor | None) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():  # create_graph=True: the kernels have no graph of their own
-            raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
-                               "set rnn_models.native.ENABLED = False to use torch's kernels")
+        _refuse_double_backward()
         weight_hh, states, saved, cells = ctx.saved_tensors
         code = ctx.code
         hidden, steps, batch = states.shape
@@ -457,6 +452,14 @@ class NativeRecurrence(torch.autograd.Function):
         _backward(code, _array(weight_hh), _array(states), _array(saved), _array(cells), _array(grad_states),
                   _array(grad_cells), _array(grad_projected), _array(grad_weight), _array(grad_bias_hn), ctx.block)
         return None, grad_projected, grad_weight, grad_bias_hn if code == 3 else None, None
+
+
+def _refuse_double_backward() -> None:
+    """Raise under ``create_graph=True`` (grad mode on in a backward pass): the kernels have
+    no graph of their own, so a second-order gradient would silently miss their part."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
+                           "set rnn_models.native.ENABLED = False to use torch's kernels")
 
 
 def _array(x: Tensor) -> np.ndarray:
