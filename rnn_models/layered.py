@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -19,6 +20,8 @@ from rnn_models import native
 from rnn_models.masked import GATES, make_rnn
 
 SequenceBatch = Union[torch.Tensor, PackedSequence]
+_PARAMETERS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+"""A fused layer's parameters, in the order ``rnn_models.native.network_plan`` lays them out."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class LayeredRNN(nn.Module):
         self._sources = tuple((-1,) if j == 0 else tuple(c.source for c in self.connections[j])
                               for j in range(structure.depth))
         self.layers = nn.ModuleList(self._fused_layer(j) for j in range(structure.depth))
+        self._native_plan = self._plan()
 
     @property
     def output_size(self) -> int:
@@ -270,21 +274,29 @@ class LayeredRNN(nn.Module):
         return outputs[-1], tuple(states)
 
     def _forward_native(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
-        """``forward`` on ``rnn_models.native.recurrent_layer``: every layer feature-major
-        ``(F, T, B)``, per DAG layer two compiled calls each way (input projection, recurrence)."""
-        x0 = (input.permute(2, 1, 0) if self.batch_first else input.permute(2, 0, 1)).contiguous()
-        outputs: list[torch.Tensor] = []
-        states = []
-        for j, layer in enumerate(self.layers):
-            sources = self.block_sources(j)
-            x = x0 if j == 0 else torch.cat([outputs[s] for s in sources])
-            biases = (layer.bias_ih_l0, layer.bias_hh_l0) if self.bias else (None, None)
-            width = self.structure.widths[j]
-            read = [self.input_size if s < 0 else self.structure.widths[s] for s in sources]
-            h, c = native.recurrent_layer(self.cell, x, layer.weight_ih_l0, layer.weight_hh_l0, *biases,
-                                          block=width, sources=read)
-            outputs.append(h if len(sources) == 1 else h.unflatten(0, (len(sources), width)).sum(0))
-            final = h[:width, -1].t().unsqueeze(0)  # (1, B, width), as torch returns it
-            states.append((final, c[:width, -1].t().unsqueeze(0)) if self.cell == "lstm" else final)
-        last = outputs[-1]
-        return (last.permute(2, 1, 0) if self.batch_first else last.permute(1, 2, 0)), tuple(states)
+        """``forward`` as one ``rnn_models.native.network`` call: every layer feature-major
+        ``(F, T, B)``, compiled, one call forward and one backward for the whole network."""
+        plan = self._native_plan
+        x = input.permute(2, 1, 0) if self.batch_first else input.permute(2, 0, 1)
+        parameters = [getattr(layer, name) for layer in self.layers for name in _PARAMETERS[: 4 if self.bias else 2]]
+        outs, states, cells = native.network(plan, x, parameters)
+        finals = []
+        for j, width in enumerate(self.structure.widths):
+            rows = slice(plan.state_row(j), plan.state_row(j) + width)
+            final = states[rows, -1].t().unsqueeze(0)  # (1, B, width), as torch returns it
+            finals.append((final, cells[rows, -1].t().unsqueeze(0)) if self.cell == "lstm" else final)
+        last = plan.output_row(self.structure.depth - 1)
+        output = outs[last:last + self.output_size]
+        return (output.permute(2, 1, 0) if self.batch_first else output.permute(1, 2, 0)), tuple(finals)
+
+    def _plan(self) -> native.NetworkPlan:
+        """Where ``_forward_native`` reads and writes: block k of layer j reads its source
+        layer's output (or the input) through the next columns of ``weight_ih``, in block order."""
+        widths = self.structure.widths
+        rows = [self.input_size + sum(widths[:s]) for s in range(len(widths))]
+        reads = []
+        for j in range(self.structure.depth):
+            sources = [(0, self.input_size) if s < 0 else (rows[s], widths[s]) for s in self.block_sources(j)]
+            columns = np.cumsum([0] + [count for _, count in sources[:-1]])
+            reads.append([(first, count, int(column)) for (first, count), column in zip(sources, columns)])
+        return native.network_plan(self.cell, self.input_size, widths, reads, bias=self.bias)

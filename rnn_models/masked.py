@@ -57,13 +57,27 @@ MaskSpec = Union[torch.Tensor, Sequence[Union[torch.Tensor, None]], None]
 _MASK_SUFFIX = "_mask"
 _LIVE_MODULES: weakref.WeakSet = weakref.WeakSet()
 _STEP_HOOK: list[Any] = []
+_GENERATION = [0]
+"""Bumped whenever a masked module is tracked or its masked or flat weights change, so the
+per-optimizer lists of modules to re-mask (``_REMASKED``) are rebuilt."""
+_REMASKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _remask_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Optimizer step post-hook: re-apply the masks of the weights this optimizer updates."""
+    """Optimizer step post-hook: re-apply the masks of the weights this optimizer updates.
+    The masked modules holding them are found once per optimizer (and again after any
+    change of parameters or masks), not searched among all live modules at every step."""
     updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for module in list(_LIVE_MODULES):
-        module._remask(updated)
+    key = (_GENERATION[0], frozenset(updated))
+    cached = _REMASKED.get(optimizer)
+    if cached is None or cached[0] != key:
+        holders = [weakref.ref(m) for m in list(_LIVE_MODULES)
+                   if any(id(getattr(m, name)) in updated for name in m.masks)]
+        cached = _REMASKED[optimizer] = (key, holders)
+    for reference in cached[1]:
+        module = reference()
+        if module is not None:
+            module._remask(updated)
 
 
 def _track(module: "_MaskedMixin") -> None:
@@ -71,6 +85,7 @@ def _track(module: "_MaskedMixin") -> None:
     if not _STEP_HOOK:
         _STEP_HOOK.append(register_optimizer_step_post_hook(_remask_after_step))
     _LIVE_MODULES.add(module)
+    _GENERATION[0] += 1
 
 
 class _GradientMask:
@@ -153,6 +168,7 @@ class _MaskedMixin:
         if weight_name not in self.maskable_weights:
             raise ValueError(f"weight_name must be one of {self.maskable_weights}, got {weight_name!r}")
         key = weight_name + _MASK_SUFFIX
+        _GENERATION[0] += 1
         if mask is None:
             self._buffers.pop(key, None)
             return
@@ -189,6 +205,12 @@ class _MaskedMixin:
             cached = (mask, mask._version, mask.to(weight.dtype))
             self._mask_cache[name] = cached
         return cached[2]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assigning a weight (a new tensor object) invalidates the cached re-mask lists."""
+        if name in getattr(self, "_flat_weights_names", ()):
+            _GENERATION[0] += 1
+        super().__setattr__(name, value)
 
     def reset_parameters(self) -> None:
         """Re-initialise like torch, then zero the masked weights again."""

@@ -1,15 +1,17 @@
-"""A compiled recurrent layer for narrow layers: the whole time loop in one call each way.
+"""Compiled recurrent networks of narrow layers: the whole time loop of every layer in one
+call each way.
 
 The study's layered DAG models are made of recurrent layers a few units wide (3-4 on
 average in the ``paper`` preset, rarely more than 30) run over batches of 128. torch's CPU
 kernels pay per step and per layer for such layers (oneDNN's LSTM about 130 µs per layer
-step forward and backward, ATen's RNN/GRU loops more), far above their arithmetic. Here,
-compiled by numba, one call runs all steps of a layer: every operand is feature-major
-``(F, T, B)``, so a step's rows are contiguous over the batch and every product and gate
-is a loop that LLVM vectorizes over ``B``; the layer's weights stay in registers and L1.
-The input projection ``W_ih x + b`` of all steps is one more compiled call (each block
-of a fused layer reading only its own source's columns), before the recurrence.
-Measurements: docs/bench/layered.md.
+step forward and backward, ATen's RNN/GRU loops more), far above their arithmetic, and a
+Python-level layer loop pays torch's per-call costs for every layer. Here, compiled by
+numba, ``network`` runs all layers and all steps in one call forward and one backward
+(``NetworkPlan`` says where each layer reads, keeps its weights and writes): every operand
+is feature-major ``(F, T, B)``, so a step's rows are contiguous over the batch and every
+product and gate is a loop that LLVM vectorizes over ``B``; each layer's input projection
+``W_ih x + b`` covers all steps at once, each block reading only its own source's rows.
+``recurrent_layer`` is one such layer on its own. Measurements: docs/bench/layered.md.
 
 ``tanh`` is a rational minimax approximation (odd degree-13 numerator, even degree-6
 denominator, clamped at |x| = 7.9053), plain arithmetic that LLVM vectorizes (numba's
@@ -21,7 +23,9 @@ compile on first use and are cached on disk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -222,8 +226,8 @@ def _gru_step(projected: np.ndarray, weight: np.ndarray, bias_hn: np.ndarray, st
 def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarray, cells: np.ndarray,
               grad_states: np.ndarray, grad_cells: np.ndarray, grad_projected: np.ndarray,
               grad_weight: np.ndarray, grad_bias_hn: np.ndarray, block: int) -> None:
-    """Backpropagation through all steps: from ``grad_states`` (and, LSTM, ``grad_cells``)
-    ``(H, T, B)``, fills ``grad_projected`` ``(G*H, T, B)`` (the pre-activations' gradient),
+    """Backpropagation through all steps: from ``grad_states`` (and, LSTM, ``grad_cells``;
+    no rows: none) ``(H, T, B)``, fills ``grad_projected`` ``(G*H, T, B)`` (the pre-activations' gradient),
     ``grad_weight`` ``(G*H, H)`` and (GRU) ``grad_bias_hn`` ``(H,)``."""
     hidden, steps, batch = states.shape
     rows = weight.shape[0]
@@ -241,7 +245,7 @@ def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarr
                 dh[b] += up[b]
         recurrent = grad_pre
         if code == 2:
-            for j in range(hidden):
+            for j in range(hidden if grad_cells.shape[0] > 0 else 0):
                 dc, up = grad_c[j], grad_cells[j, t]
                 for b in range(batch):
                     dc[b] += up[b]
@@ -334,124 +338,308 @@ def _gru_step_back(gates: np.ndarray, recurrent_n: np.ndarray, states: np.ndarra
 
 
 @njit(**_JIT)
-def _project(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, ranges: np.ndarray, hidden: int, block: int,
+def _project(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, blocks: np.ndarray, hidden: int, block: int,
              out: np.ndarray) -> None:
-    """``out[r] = bias[r] + sum_i weight[r, i] x[i]`` over the columns ``ranges[k]`` of row
-    r's block k (``(r % hidden) // block``): each block reads only its own source. Rows of
-    ``x`` ``(I, N)`` and ``out`` ``(G*H, N)`` run over all ``N = T * B`` step columns."""
+    """``out[r] = bias[r] + sum_i weight[r, i] x[i + shift]`` over the weight columns ``i`` of
+    row r's block k (``(r % hidden) // block``): ``blocks[k]`` is (first column, end column,
+    first row of ``x`` read), so each block reads only its own source. Rows of ``x`` and
+    ``out`` ``(G*H, N)`` run over all ``N = T * B`` step columns."""
     for r in range(out.shape[0]):
         k = (r % hidden) // block
+        first, end = blocks[k, 0], blocks[k, 1]
+        shift = blocks[k, 2] - first
         target, w, value = out[r], weight[r], bias[r]
         for n in range(target.shape[0]):
             target[n] = value
-        for i in range(ranges[k, 0], ranges[k, 1]):
-            wi, source = w[i], x[i]
+        for i in range(first, end):
+            wi, source = w[i], x[i + shift]
             for n in range(target.shape[0]):
                 target[n] += wi * source[n]
 
 
 @njit(**_JIT)
-def _project_backward(x: np.ndarray, weight: np.ndarray, ranges: np.ndarray, hidden: int, block: int,
-                      grad: np.ndarray, grad_x: np.ndarray, grad_weight: np.ndarray, grad_bias: np.ndarray) -> None:
+def _project_backward(x: np.ndarray, weight: np.ndarray, blocks: np.ndarray, hidden: int, block: int,
+                      grad: np.ndarray, grad_x: np.ndarray, grad_weight: np.ndarray, grad_bias: np.ndarray,
+                      first_row: int) -> None:
     """Gradients of ``_project`` from ``grad`` ``(G*H, N)``: ``grad_bias`` and the in-block
-    entries of ``grad_weight`` (the others stay zero), and ``grad_x`` ``(I, N)`` (zeros on
-    entry; skipped when it has no rows)."""
+    entries of ``grad_weight`` (the others stay zero), and, added into ``grad_x``, that of
+    the rows of ``x`` from ``first_row`` on (the input's rows are skipped when it needs none)."""
     for r in range(grad.shape[0]):
         k = (r % hidden) // block
+        first, end = blocks[k, 0], blocks[k, 1]
+        shift = blocks[k, 2] - first
         g, w = grad[r], weight[r]
         total = _F(0.0)
         for n in range(g.shape[0]):
             total += g[n]
         grad_bias[r] = total
-        for i in range(ranges[k, 0], ranges[k, 1]):
-            source = x[i]
+        for i in range(first, end):
+            source = x[i + shift]
             total = _F(0.0)
             for n in range(g.shape[0]):
                 total += g[n] * source[n]
             grad_weight[r, i] = total
-            if grad_x.shape[0] > 0:
-                wi, target = w[i], grad_x[i]
+            if i + shift >= first_row:
+                wi, target = w[i], grad_x[i + shift]
                 for n in range(g.shape[0]):
                     target[n] += wi * g[n]
 
 
-class BlockProjection(torch.autograd.Function):
-    """``W_ih x + bias`` for all steps at once, each block of rows reading only its own
-    columns of ``x`` (``_project``): ``x`` ``(I, T, B)``, ``weight_ih`` ``(G*H, I)``,
-    ``bias`` ``(G*H,)``, ``ranges`` ``(blocks, 2)`` int64 column ranges; ``(G*H, T, B)``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight_ih: Tensor, bias: Tensor, ranges: np.ndarray, hidden: int,
-                block: int) -> Tensor:
-        features, steps, batch = x.shape
-        x, weight_ih = x.contiguous(), weight_ih.contiguous()
-        out = x.new_empty(weight_ih.shape[0], steps, batch)
-        _project(_array(x).reshape(features, -1), _array(weight_ih), _array(bias.contiguous()), ranges, hidden,
-                 block, _array(out).reshape(out.shape[0], -1))
-        ctx.save_for_backward(x, weight_ih)
-        ctx.ranges, ctx.hidden, ctx.block = ranges, hidden, block
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        _refuse_double_backward()
-        x, weight_ih = ctx.saved_tensors
-        features = x.shape[0]
-        grad = grad.contiguous()
-        needs_x = ctx.needs_input_grad[0]
-        grad_x = torch.zeros_like(x) if needs_x else x.new_empty(0, 1)
-        grad_weight = torch.zeros_like(weight_ih)
-        grad_bias = grad.new_empty(grad.shape[0])
-        columns = _array(grad_x).reshape(features, -1) if needs_x else _array(grad_x)
-        _project_backward(_array(x).reshape(features, -1), _array(weight_ih), ctx.ranges, ctx.hidden, ctx.block,
-                          _array(grad).reshape(grad.shape[0], -1), columns, _array(grad_weight), _array(grad_bias))
-        return (grad_x if needs_x else None), grad_weight, grad_bias, None, None, None
+@njit(inline="always", **_JIT)
+def _gates(code: int) -> int:
+    """Gate blocks of a cell code (``_CODES``)."""
+    return 4 if code == 2 else (3 if code == 3 else 1)
 
 
-class NativeRecurrence(torch.autograd.Function):
-    """One recurrent layer over pre-projected inputs, feature-major: ``projected``
-    ``(G*H, T, B)`` (``W_ih x_t`` plus every bias outside the recurrence), ``weight_hh``
-    ``(G*H, H)``, ``bias_hn`` ``(H,)`` (GRU, else ignored); zero initial states. Returns the
-    states ``(H, T, B)`` and the LSTM's cell states (else an empty tensor)."""
-
-    @staticmethod
-    def forward(ctx: Any, cell: str, projected: Tensor, weight_hh: Tensor, bias_hn: Tensor,
-                block: int) -> tuple[Tensor, Tensor]:
-        rows, steps, batch = projected.shape
-        hidden = weight_hh.shape[1]
-        code = _CODES[cell]
-        projected, weight_hh = projected.contiguous(), weight_hh.contiguous()
-        states = projected.new_empty(hidden, steps, batch)
-        saved = projected.new_empty((rows, steps, batch) if code >= 2 else (1, 1, 1))
-        cells = projected.new_empty((hidden, steps, batch) if code >= 2 else (1, 1, 1))
-        hn = bias_hn.contiguous() if code == 3 else projected.new_zeros(1)
-        _forward(code, _array(projected), _array(weight_hh), _array(hn), _array(states), _array(saved),
-                 _array(cells), block)
-        ctx.code, ctx.block = code, block
-        ctx.save_for_backward(weight_hh, states, saved, cells)
-        second = cells if code == 2 else projected.new_empty(0)
-        if code != 2:
-            ctx.mark_non_differentiable(second)
-        return states, second
-
-    @staticmethod
-    def backward(ctx: Any, grad_states: Tensor, grad_cells: Tensor | None) -> tuple[Tensor | None, ...]:
-        _refuse_double_backward()
-        weight_hh, states, saved, cells = ctx.saved_tensors
-        code = ctx.code
-        hidden, steps, batch = states.shape
-        rows = weight_hh.shape[0]
-        grad_states = grad_states.contiguous() if grad_states is not None else torch.zeros_like(states)
-        if code == 2 and grad_cells is not None and grad_cells.numel():
-            grad_cells = grad_cells.contiguous()
+@njit(**_JIT)
+def _layer_bias(code: int, weights: np.ndarray, bias_ih: int, bias_hh: int, hidden: int, bias: np.ndarray,
+                bias_hn: np.ndarray) -> None:
+    """The projection's bias ``b_ih + b_hh`` (GRU: ``b_ih`` alone for the n gate, whose
+    ``b_hn`` goes into ``bias_hn``: it sits inside the reset gate's product) from the flat
+    ``weights`` at offsets ``bias_ih``/``bias_hh`` (-1: no biases, all zero)."""
+    bias[:] = 0.0
+    bias_hn[:] = 0.0
+    if bias_ih < 0:
+        return
+    for r in range(bias.shape[0]):
+        if code == 3 and r >= 2 * hidden:
+            bias[r] = weights[bias_ih + r]
+            bias_hn[r - 2 * hidden] = weights[bias_hh + r]
         else:
-            grad_cells = states.new_zeros((hidden, steps, batch) if code == 2 else (1, 1, 1))
-        grad_projected = states.new_empty(rows, steps, batch)
-        grad_weight = torch.zeros_like(weight_hh)
-        grad_bias_hn = states.new_empty(hidden if code == 3 else 1)
-        _backward(code, _array(weight_hh), _array(states), _array(saved), _array(cells), _array(grad_states),
-                  _array(grad_cells), _array(grad_projected), _array(grad_weight), _array(grad_bias_hn), ctx.block)
-        return None, grad_projected, grad_weight, grad_bias_hn if code == 3 else None, None
+            bias[r] = weights[bias_ih + r] + weights[bias_hh + r]
+
+
+@njit(**_JIT)
+def _network_forward(code: int, layers: np.ndarray, blocks: np.ndarray, weights: np.ndarray, outs: np.ndarray,
+                     states: np.ndarray, saved: np.ndarray, cells: np.ndarray) -> None:
+    """Every layer of a ``NetworkPlan`` in order (see there for ``layers``/``blocks``): the
+    input projection of each block from its source rows of ``outs`` ``(rows, T, B)`` (the
+    input first, then each layer's output), the recurrence (``_forward``) into the layer's
+    rows of ``states`` (and, LSTM/GRU, ``saved``/``cells``), and the layer's output, the sum
+    of its blocks, into its rows of ``outs``."""
+    gates = _gates(code)
+    _, steps, batch = outs.shape
+    columns = steps * batch
+    flat_outs = outs.reshape((outs.shape[0], columns))
+    flat_states = states.reshape((states.shape[0], columns))
+    projected = np.empty((gates * np.max(layers[:, _HIDDEN]), steps, batch), dtype=outs.dtype)
+    for j in range(layers.shape[0]):
+        hidden, width, first, count = layers[j, _HIDDEN], layers[j, _WIDTH], layers[j, _FIRST], layers[j, _COUNT]
+        features, state, rows = layers[j, _FEATURES], layers[j, _STATE], gates * layers[j, _HIDDEN]
+        weight_ih = weights[layers[j, _W_IH]:layers[j, _W_IH] + rows * features].reshape((rows, features))
+        weight_hh = weights[layers[j, _W_HH]:layers[j, _W_HH] + rows * hidden].reshape((rows, hidden))
+        bias, bias_hn = np.empty(rows, dtype=outs.dtype), np.empty(hidden, dtype=outs.dtype)
+        _layer_bias(code, weights, layers[j, _B_IH], layers[j, _B_HH], hidden, bias, bias_hn)
+        layer_projected = projected[:rows]
+        _project(flat_outs, weight_ih, bias, blocks[first:first + count], hidden, width,
+                 layer_projected.reshape((rows, columns)))
+        gate = layers[j, _GATE]
+        _forward(code, layer_projected, weight_hh, bias_hn, states[state:state + hidden],
+                 saved[gate:gate + rows] if code >= 2 else saved,
+                 cells[state:state + hidden] if code >= 2 else cells, width)
+        for u in range(width):
+            target = flat_outs[layers[j, _OUT] + u]
+            target[:] = flat_states[state + u]
+            for k in range(1, count):
+                source = flat_states[state + k * width + u]
+                for n in range(columns):
+                    target[n] += source[n]
+
+
+@njit(**_JIT)
+def _network_backward(code: int, layers: np.ndarray, blocks: np.ndarray, weights: np.ndarray, outs: np.ndarray,
+                      states: np.ndarray, saved: np.ndarray, cells: np.ndarray, grad_outs: np.ndarray,
+                      grad_states: np.ndarray, grad_cells: np.ndarray, grad_weights: np.ndarray,
+                      first_row: int) -> None:
+    """Backpropagation through ``_network_forward``, last layer first: ``grad_outs`` (the
+    gradient of ``outs``) gathers, in place, what every layer passes to its sources, so it
+    is complete for a layer's output when that layer's turn comes; ``grad_states`` and
+    (LSTM) ``grad_cells`` (no rows: none) add to the states'. Fills ``grad_weights`` (flat,
+    zeros on entry) and the input rows of ``grad_outs`` from ``first_row`` on."""
+    gates = _gates(code)
+    _, steps, batch = outs.shape
+    columns = steps * batch
+    flat_outs, flat_grad_outs = outs.reshape((outs.shape[0], columns)), grad_outs.reshape((outs.shape[0], columns))
+    widest = np.max(layers[:, _HIDDEN])
+    grad_h = np.empty((widest, steps, batch), dtype=outs.dtype)
+    flat_grad_h = grad_h.reshape((widest, columns))
+    grad_projected = np.empty((gates * widest, steps, batch), dtype=outs.dtype)
+    no_cells = grad_cells[:0]
+    for j in range(layers.shape[0] - 1, -1, -1):
+        hidden, width, first, count = layers[j, _HIDDEN], layers[j, _WIDTH], layers[j, _FIRST], layers[j, _COUNT]
+        features, state, rows = layers[j, _FEATURES], layers[j, _STATE], gates * layers[j, _HIDDEN]
+        for k in range(count):
+            for u in range(width):
+                target, up = flat_grad_h[k * width + u], flat_grad_outs[layers[j, _OUT] + u]
+                target[:] = up
+                if grad_states.shape[0] > 0:
+                    direct = grad_states[state + k * width + u].reshape(columns)
+                    for n in range(columns):
+                        target[n] += direct[n]
+        gate, o_hh, o_ih = layers[j, _GATE], layers[j, _W_HH], layers[j, _W_IH]
+        layer_projected = grad_projected[:rows]
+        grad_bias_hn = np.empty(hidden, dtype=outs.dtype)
+        _backward(code, weights[o_hh:o_hh + rows * hidden].reshape((rows, hidden)), states[state:state + hidden],
+                  saved[gate:gate + rows] if code >= 2 else saved,
+                  cells[state:state + hidden] if code >= 2 else cells, grad_h[:hidden],
+                  grad_cells[state:state + hidden] if code == 2 and grad_cells.shape[0] > 0 else no_cells,
+                  layer_projected, grad_weights[o_hh:o_hh + rows * hidden].reshape((rows, hidden)), grad_bias_hn,
+                  width)
+        grad_bias = np.empty(rows, dtype=outs.dtype)
+        _project_backward(flat_outs, weights[o_ih:o_ih + rows * features].reshape((rows, features)),
+                          blocks[first:first + count], hidden, width, layer_projected.reshape((rows, columns)),
+                          flat_grad_outs, grad_weights[o_ih:o_ih + rows * features].reshape((rows, features)),
+                          grad_bias, first_row)
+        b_ih, b_hh = layers[j, _B_IH], layers[j, _B_HH]
+        if b_ih >= 0:
+            for r in range(rows):
+                grad_weights[b_ih + r] = grad_bias[r]
+                grad_weights[b_hh + r] = grad_bias_hn[r - 2 * hidden] if code == 3 and r >= 2 * hidden else grad_bias[r]
+
+
+_LAYER_FIELDS = ("hidden", "width", "first_block", "blocks", "features", "weight_ih", "weight_hh", "bias_ih",
+                 "bias_hh", "state_row", "gate_row", "output_row")
+(_HIDDEN, _WIDTH, _FIRST, _COUNT, _FEATURES, _W_IH, _W_HH, _B_IH, _B_HH, _STATE, _GATE,
+ _OUT) = range(len(_LAYER_FIELDS))
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkPlan:
+    """Where every layer of a network of compiled recurrent layers reads, keeps its weights
+    and writes (``network_plan`` builds it; ``network`` runs it).
+
+    ``layers`` ``(L, 12)``: per layer the columns of ``_LAYER_FIELDS``: fused hidden size,
+    block width, first row in ``blocks`` and block count, input features, offsets of
+    ``weight_ih``/``weight_hh``/``bias_ih``/``bias_hh`` in the flat weights (-1: no biases),
+    first row of its states, of its gates and of its output. ``blocks`` ``(total, 3)``: per
+    block its first and end column of ``weight_ih`` and the first row of the outputs it reads.
+    """
+
+    cell: str
+    input_size: int
+    layers: np.ndarray
+    blocks: np.ndarray
+    shapes: tuple[tuple[int, ...], ...]
+    output_rows: int
+    state_rows: int
+    gate_rows: int
+
+    def output_row(self, layer: int) -> int:
+        """First row of ``layer``'s output (the sum of its blocks) in ``network``'s outputs."""
+        return int(self.layers[layer, _OUT])
+
+    def state_row(self, layer: int) -> int:
+        """First row of ``layer``'s states (all its blocks) in ``network``'s states."""
+        return int(self.layers[layer, _STATE])
+
+
+def network_plan(cell: str, input_size: int, widths: Sequence[int],
+                 reads: Sequence[Sequence[tuple[int, int, int]]], bias: bool = True) -> NetworkPlan:
+    """The plan of a network of ``len(widths)`` recurrent layers run in order: layer j has
+    ``len(reads[j])`` independent blocks of ``widths[j]`` units (weights in torch's layout,
+    gate blocks stacked, ``weight_hh`` block diagonal). Block k reads ``count`` rows of the
+    outputs from row ``first`` through ``count`` columns of ``weight_ih`` from ``column``,
+    ``reads[j][k] = (first, count, column)``; rows ``0..input_size-1`` of the outputs hold
+    the input and each layer's output (the sum of its blocks, ``widths[j]`` rows) follows in
+    order, so a layer reads only the input and earlier layers. The parameters are, per
+    layer, ``weight_ih`` (as many columns as its blocks read), ``weight_hh`` and (``bias``)
+    ``bias_ih``, ``bias_hh``."""
+    if cell not in _CODES:
+        raise ValueError(f"cell must be one of {sorted(_CODES)}, got {cell!r}")
+    if len(widths) != len(reads) or not widths:
+        raise ValueError(f"widths and reads must name the same layers (at least one), got {len(widths)} and "
+                         f"{len(reads)}")
+    gates = GATES[cell]
+    layers, blocks, shapes = [], [], []
+    offset, state, gate, written = 0, 0, 0, input_size
+    for j, (width, layer_reads) in enumerate(zip(widths, reads)):
+        if width < 1 or not layer_reads:
+            raise ValueError(f"layer {j} needs a width >= 1 and at least one block, got {width} and {len(layer_reads)}")
+        first_block = len(blocks)
+        for first, count, column in layer_reads:
+            if count < 1 or first < 0 or first + count > written or column < 0:
+                raise ValueError(f"layer {j} may read rows 0..{written - 1} of the outputs in runs of >= 1 "
+                                 f"through columns >= 0, got rows {first}..{first + count - 1} from column {column}")
+            blocks.append((column, column + count, first))
+        features = max(column + count for _, count, column in layer_reads)
+        hidden = width * len(layer_reads)
+        rows = gates * hidden
+        layer_shapes = [(rows, features), (rows, hidden)] + ([(rows,), (rows,)] if bias else [])
+        starts = np.cumsum([offset] + [math.prod(s) for s in layer_shapes])
+        layers.append((hidden, width, first_block, len(layer_reads), features, starts[0], starts[1],
+                       starts[2] if bias else -1, starts[3] if bias else -1, state, gate, written))
+        shapes += layer_shapes
+        offset, state, gate, written = int(starts[-1]), state + hidden, gate + rows, written + width
+    return NetworkPlan(cell, input_size, np.array(layers, dtype=np.int64), np.array(blocks, dtype=np.int64),
+                       tuple(shapes), written, state, gate)
+
+
+class NativeNetwork(torch.autograd.Function):
+    """``network`` as an autograd Function: one compiled call forward, one backward."""
+
+    @staticmethod
+    def forward(ctx: Any, plan: NetworkPlan, x: Tensor, *parameters: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        code = _CODES[plan.cell]
+        features, steps, batch = x.shape
+        weights = torch.cat([p.detach().reshape(-1) for p in parameters])
+        outs = x.new_empty(plan.output_rows, steps, batch)
+        outs[:features] = x
+        states = x.new_empty(plan.state_rows, steps, batch)
+        gated = code >= 2
+        saved = x.new_empty((plan.gate_rows, steps, batch) if gated else (1, 1, 1))
+        cells = x.new_empty((plan.state_rows, steps, batch) if gated else (1, 1, 1))
+        _network_forward(code, plan.layers, plan.blocks, _array(weights), _array(outs), _array(states),
+                         _array(saved), _array(cells))
+        ctx.plan = plan
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(weights, outs, states, saved, cells)
+        lstm_cells = cells if code == 2 else x.new_empty(0)
+        if code != 2:
+            ctx.mark_non_differentiable(lstm_cells)
+        return outs, states, lstm_cells
+
+    @staticmethod
+    def backward(ctx: Any, grad_outs: Tensor | None, grad_states: Tensor | None,
+                 grad_cells: Tensor | None) -> tuple[Tensor | None, ...]:
+        _refuse_double_backward()
+        weights, outs, states, saved, cells = ctx.saved_tensors
+        plan = ctx.plan
+        features = plan.input_size
+        grad_outs = torch.zeros_like(outs) if grad_outs is None else grad_outs.clone(
+            memory_format=torch.contiguous_format)
+        grad_states = states.new_empty(0, 1, 1) if grad_states is None else grad_states.contiguous()
+        usable_cells = grad_cells is not None and grad_cells.numel() > 0
+        grad_cells = grad_cells.contiguous() if usable_cells else states.new_empty(0, 1, 1)
+        grad_weights = torch.zeros_like(weights)
+        needs_x = ctx.needs_input_grad[1]
+        _network_backward(_CODES[plan.cell], plan.layers, plan.blocks, _array(weights), _array(outs),
+                          _array(states), _array(saved), _array(cells), _array(grad_outs), _array(grad_states),
+                          _array(grad_cells), _array(grad_weights), 0 if needs_x else features)
+        grads = [g.view(shape) for g, shape in zip(grad_weights.split([math.prod(s) for s in plan.shapes]),
+                                                    plan.shapes)]
+        return None, (grad_outs[:features] if needs_x else None), *grads
+
+
+def network(plan: NetworkPlan, x: Tensor, parameters: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the layers of ``plan`` over feature-major ``x`` ``(I, T, B)``, zero initial states,
+    with ``parameters`` in the plan's order and shapes (``NetworkPlan.shapes``). Returns the
+    outputs ``(rows, T, B)`` (the input, then every layer's output, ``NetworkPlan.output_row``),
+    the states of all blocks ``(sum H, T, B)`` (``NetworkPlan.state_row``) and, LSTM, their
+    cell states alike (else an empty tensor); gradients flow through all three."""
+    if not isinstance(plan, NetworkPlan):
+        raise ValueError(f"plan must be a NetworkPlan (from network_plan), got {type(plan).__name__}")
+    parameters = list(parameters)
+    if len(parameters) != len(plan.shapes):
+        raise ValueError(f"parameters must be the plan's {len(plan.shapes)} tensors, got {len(parameters)}")
+    for index, (tensor, shape) in enumerate(zip(parameters, plan.shapes)):
+        if tuple(tensor.shape) != shape or tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+            raise ValueError(f"parameters[{index}] must be a float32 CPU tensor of shape {shape}, got "
+                             f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}")
+    if x.dim() != 3 or x.shape[0] != plan.input_size or 0 in x.shape or x.dtype != torch.float32 \
+            or x.device.type != "cpu":
+        raise ValueError(f"x must be a non-empty float32 CPU tensor of shape ({plan.input_size}, T, B), got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    return NativeNetwork.apply(plan, x, *parameters)
 
 
 def _refuse_double_backward() -> None:
@@ -474,7 +662,7 @@ def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, 
                     sources: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """One torch-convention recurrent layer (weights ``(G*H, I)``, ``(G*H, H)``, biases
     ``(G*H,)`` or None) over feature-major inputs ``x`` ``(I, T, B)``, zero initial states:
-    the states ``(H, T, B)`` and (LSTM) the cell states ``(H, T, B)``.
+    the states ``(H, T, B)`` and (LSTM) the cell states ``(H, T, B)`` (else an empty tensor).
 
     ``block``: the layer is ``H / block`` independent blocks of ``block`` units, each gate
     block alike (``LayeredRNN``'s fused layers): ``weight_hh`` is block diagonal and only
@@ -483,33 +671,28 @@ def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, 
     block structured too; default: every block reads all of ``x``. Entries outside the
     blocks must be zero; their gradient is zero. Default: one block, dense."""
     _check_arguments(cell, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    features, steps, batch = x.shape
+    features = x.shape[0]
     hidden = weight_hh.shape[1]
     block = hidden if block is None else block
     if not 1 <= block <= hidden or hidden % block:
         raise ValueError(f"block must divide the hidden size {hidden}, got {block}")
-    ranges = _column_ranges(sources, hidden // block, features)
-    bias_hn = weight_hh.new_zeros(hidden)
-    if bias_ih is None:
-        outer = weight_ih.new_zeros(weight_ih.shape[0])
-    else:
-        outer = bias_ih + bias_hh
-        if cell == "gru":  # b_hn sits inside the reset gate's product
-            outer = torch.cat([outer[: 2 * hidden], bias_ih[2 * hidden:]])
-            bias_hn = bias_hh[2 * hidden:]
-    projected = BlockProjection.apply(x, weight_ih, outer, ranges, hidden, block)
-    return NativeRecurrence.apply(cell, projected, weight_hh, bias_hn, block)
+    plan = network_plan(cell, features, [block], [_block_reads(sources, hidden // block, features)],
+                        bias=bias_ih is not None)
+    parameters = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if bias_ih is not None else [])
+    _, states, cells = network(plan, x, parameters)
+    return states, cells
 
 
-def _column_ranges(sources: Sequence[int] | None, blocks: int, features: int) -> np.ndarray:
-    """``(blocks, 2)`` column ranges of the input each block reads."""
+def _block_reads(sources: Sequence[int] | None, blocks: int, features: int) -> list[tuple[int, int, int]]:
+    """The input rows (and the same columns of ``weight_ih``) each block reads, as
+    ``network_plan``'s (first, count, column)."""
     if sources is None:
-        return np.array([[0, features]] * blocks, dtype=np.int64)
+        return [(0, features, 0)] * blocks
     widths = [int(w) for w in sources]
     if len(widths) != blocks or sum(widths) != features or min(widths) < 1:
         raise ValueError(f"sources must be {blocks} input widths >= 1 summing to {features}, got {widths}")
-    ends = np.cumsum(widths)
-    return np.stack([ends - np.array(widths), ends], axis=1).astype(np.int64)
+    starts = np.cumsum([0] + widths[:-1])
+    return [(int(s), w, int(s)) for s, w in zip(starts, widths)]
 
 
 def _check_arguments(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,

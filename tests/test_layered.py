@@ -192,22 +192,24 @@ def test_bad_arguments_raise():
 @settings(max_examples=12, deadline=None)
 @given(structure=structures(), cell=st.sampled_from(sorted(GATES)), batch_first=st.booleans())
 def test_compiled_layers_equal_torch_kernels(structure, cell, batch_first):
-    """A float32 CPU input runs on rnn_models.native's compiled layers; outputs, final
-    states and every gradient equal those of torch's own kernels on the same weights."""
+    """A float32 CPU input runs on rnn_models.native's compiled network; outputs, final
+    states and every gradient (the input's too) equal those of torch's own kernels on the
+    same weights."""
     torch.manual_seed(2)
     model = LayeredRNN(structure, 3, cell=cell, batch_first=batch_first)
-    x = torch.randn(4, 6, 3) if batch_first else torch.randn(6, 4, 3)
+    x = (torch.randn(4, 6, 3) if batch_first else torch.randn(6, 4, 3)).requires_grad_()
     results = []
     for enabled in (True, False):
         native.ENABLED = enabled
         try:
             model.zero_grad()
+            x.grad = None
             out, states = model(x)
         finally:
             native.ENABLED = True
         flat = [s for state in states for s in (state if isinstance(state, tuple) else (state,))]
         (out.square().sum() + sum(s.sum() for s in flat)).backward()
-        results.append([out.detach()] + [s.detach() for s in flat]
+        results.append([out.detach(), x.grad.clone()] + [s.detach() for s in flat]
                        + [p.grad.clone() for p in model.parameters()])
     assert len(results[0]) == len(results[1])
     for mine, theirs in zip(*results):

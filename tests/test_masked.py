@@ -300,3 +300,34 @@ def test_cuda_training_keeps_masks():
                      torch.randn(4, 5, 3, device="cuda"))
     for name, mask in model.masks.items():
         assert torch.all(getattr(model, name)[~mask] == 0)
+
+
+def test_masks_hold_for_modules_an_optimizer_takes_on_later():
+    """The modules to re-mask are found once per optimizer: a parameter group added later,
+    or a weight replaced later, must still be re-masked after the step. Gradients set by
+    hand bypass the gradient hooks, so only the re-masking keeps the weights zero here."""
+    def step_with_dense_gradients(optimizer, module):
+        for parameter in module.parameters():
+            parameter.grad = torch.ones_like(parameter)
+        optimizer.step()
+
+    first = make_rnn("lstm", 3, 4, hh_mask=random_mask(4, 4, 0.5, 20))
+    second = make_rnn("gru", 3, 4, hh_mask=random_mask(4, 4, 0.5, 21))
+    optimizer = torch.optim.SGD(first.parameters(), lr=0.1)
+    step_with_dense_gradients(optimizer, first)
+    optimizer.add_param_group({"params": list(second.parameters())})
+    step_with_dense_gradients(optimizer, second)
+    for module in (first, second):
+        assert torch.equal(module.weight_hh_l0 != 0, module.masks["weight_hh_l0"])
+    second.weight_hh_l0 = torch.nn.Parameter(torch.ones_like(second.weight_hh_l0))
+    optimizer.param_groups[1]["params"] = list(second.parameters())
+    step_with_dense_gradients(optimizer, second)
+    assert torch.equal(second.weight_hh_l0 != 0, second.masks["weight_hh_l0"])
+    shared = torch.nn.Parameter(torch.ones(12, 4))
+    third = make_rnn("gru", 3, 4, hh_mask=random_mask(4, 4, 0.5, 22))
+    alone = torch.optim.SGD([shared], lr=0.1)
+    shared.grad = torch.ones_like(shared)
+    alone.step()  # third holds none of its parameters yet
+    third.weight_hh_l0 = shared
+    alone.step()
+    assert torch.equal(third.weight_hh_l0 != 0, third.masks["weight_hh_l0"])

@@ -167,3 +167,58 @@ def test_double_backward_is_refused_not_dropped():
     out, _ = run_native("gru", layer, torch.randn(4, 2, 2))
     with pytest.raises(RuntimeError, match="no double backward"):
         torch.autograd.grad(out.sum(), [layer.weight_hh_l0], create_graph=True)
+
+
+def test_network_runs_layers_in_order_reading_earlier_outputs():
+    """A two-layer plan: layer 1's two blocks read the input and layer 0's output; the
+    outputs hold the input, then each layer's block sum, and equal composed single layers."""
+    torch.manual_seed(4)
+    plan = native.network_plan("gru", 2, [3, 2], [[(0, 2, 0)], [(0, 2, 0), (2, 3, 2)]])
+    parameters = [torch.randn(shape) * 0.5 for shape in plan.shapes]  # off-block entries are never read
+    x = torch.randn(2, 5, 4)
+    outs, states, cells = native.network(plan, x, parameters)
+    assert outs.shape == (2 + 3 + 2, 5, 4) and states.shape == (3 + 4, 5, 4) and cells.numel() == 0
+    torch.testing.assert_close(outs[:2], x)
+    first, _ = native.recurrent_layer("gru", x, *parameters[:4])
+    torch.testing.assert_close(outs[2:5], first)
+    second, _ = native.recurrent_layer("gru", torch.cat([x, first]), *parameters[4:], block=2, sources=(2, 3))
+    torch.testing.assert_close(states[3:], second)
+    torch.testing.assert_close(outs[5:], second[:2] + second[2:])
+    assert (plan.output_row(1), plan.state_row(1)) == (5, 3)
+
+
+@pytest.mark.parametrize("widths, reads, match", [
+    ([], [], "widths and reads must name the same layers"),
+    ([2], [[(0, 2, 0)], [(0, 2, 0)]], "widths and reads must name the same layers"),
+    ([0], [[(0, 2, 0)]], "layer 0 needs a width >= 1 and at least one block"),
+    ([2], [[]], "layer 0 needs a width >= 1 and at least one block"),
+    ([2], [[(0, 3, 0)]], r"layer 0 may read rows 0..1 of the outputs"),
+    ([2, 1], [[(0, 2, 0)], [(2, 3, 0)]], r"layer 1 may read rows 0..3 of the outputs .* got rows 2..4"),
+    ([2], [[(0, 0, 0)]], "in runs of >= 1"),
+    ([2], [[(0, 1, -1)]], "through columns >= 0"),
+])
+def test_network_plan_names_what_is_wrong(widths, reads, match):
+    with pytest.raises(ValueError, match=match):
+        native.network_plan("lstm", 2, widths, reads)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        native.network_plan("elman", 2, [1], [[(0, 2, 0)]])
+
+
+def test_network_refuses_parameters_and_inputs_that_do_not_fit_its_plan():
+    plan = native.network_plan("rnn_tanh", 2, [3], [[(0, 2, 0)]], bias=False)
+    assert plan.shapes == ((3, 2), (3, 3))
+    good = [torch.zeros(3, 2), torch.zeros(3, 3)]
+    x = torch.zeros(2, 4, 5)
+    assert native.network(plan, x, good)[0].shape == (5, 4, 5)
+    with pytest.raises(ValueError, match="plan must be a NetworkPlan"):
+        native.network({"cell": "rnn_tanh"}, x, good)
+    with pytest.raises(ValueError, match="parameters must be the plan's 2 tensors, got 1"):
+        native.network(plan, x, good[:1])
+    with pytest.raises(ValueError, match=r"parameters\[1\] must be a float32 CPU tensor of shape \(3, 3\)"):
+        native.network(plan, x, [good[0], torch.zeros(3, 2)])
+    with pytest.raises(ValueError, match=r"parameters\[0\] must be a float32 CPU tensor"):
+        native.network(plan, x, [good[0].double(), good[1]])
+    with pytest.raises(ValueError, match=r"x must be a non-empty float32 CPU tensor of shape \(2, T, B\)"):
+        native.network(plan, torch.zeros(3, 4, 5), good)
+    with pytest.raises(ValueError, match=r"x must be a non-empty float32 CPU tensor"):
+        native.network(plan, torch.zeros(2, 0, 5), good)

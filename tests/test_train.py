@@ -245,3 +245,12 @@ def test_fit_rejects_malformed_data():
         fit(classifier(), good, replace(good, targets=torch.zeros(8, 2)), TrainConfig(epochs=1))
     with pytest.raises(ValueError, match="share a task"):
         fit(classifier(), good, next_symbol_data(8, seed=18), TrainConfig(epochs=1))
+
+
+def test_optimizers_run_fused_where_torch_has_a_fused_kernel():
+    parameters = [torch.nn.Parameter(torch.zeros(3))]
+    for name in ("adam", "adamw", "sgd"):
+        assert TrainConfig(optimizer=name).make_optimizer(parameters).defaults["fused"] is True, name
+    assert "fused" not in TrainConfig(optimizer="rmsprop").make_optimizer(parameters).defaults
+    integer = [torch.zeros(3, dtype=torch.int64)]
+    assert not TrainConfig().make_optimizer(parameters + integer).defaults["fused"]
