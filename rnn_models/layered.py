@@ -279,14 +279,14 @@ class LayeredRNN(nn.Module):
         plan = self._native_plan
         x = input.permute(2, 1, 0) if self.batch_first else input.permute(2, 0, 1)
         parameters = [getattr(layer, name) for layer in self.layers for name in _PARAMETERS[: 4 if self.bias else 2]]
-        outs, states, cells = native.network(plan, x, parameters)
+        output, states, cells, _ = native.network(plan, x, parameters)
+        last = states[:, -1].t().unsqueeze(0)  # (1, B, rows): every layer's final states, as torch returns them
+        last_cells = cells[:, -1].t().unsqueeze(0) if self.cell == "lstm" else None
         finals = []
         for j, width in enumerate(self.structure.widths):
-            rows = slice(plan.state_row(j), plan.state_row(j) + width)
-            final = states[rows, -1].t().unsqueeze(0)  # (1, B, width), as torch returns it
-            finals.append((final, cells[rows, -1].t().unsqueeze(0)) if self.cell == "lstm" else final)
-        last = plan.output_row(self.structure.depth - 1)
-        output = outs[last:last + self.output_size]
+            start = plan.state_row(j)
+            final = last[..., start:start + width]
+            finals.append((final, last_cells[..., start:start + width]) if last_cells is not None else final)
         return (output.permute(2, 1, 0) if self.batch_first else output.permute(1, 2, 0)), tuple(finals)
 
     def _plan(self) -> native.NetworkPlan:

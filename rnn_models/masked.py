@@ -74,10 +74,11 @@ def _remask_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any)
         holders = [weakref.ref(m) for m in list(_LIVE_MODULES)
                    if any(id(getattr(m, name)) in updated for name in m.masks)]
         cached = _REMASKED[optimizer] = (key, holders)
-    for reference in cached[1]:
-        module = reference()
-        if module is not None:
-            module._remask(updated)
+    pairs = [pair for reference in cached[1] if (module := reference()) is not None
+             for pair in module._remask_pairs(updated)]
+    if pairs:
+        with torch.no_grad():
+            torch._foreach_mul_([weight for weight, _ in pairs], [scale for _, scale in pairs])
 
 
 def _track(module: "_MaskedMixin") -> None:
@@ -187,13 +188,15 @@ class _MaskedMixin:
         for name, mask in self.masks.items():
             getattr(self, name).masked_fill_(~mask, 0.0)
 
-    @torch.no_grad()
-    def _remask(self, updated: set[int]) -> None:
-        """Re-zero the masked weights whose ids are in ``updated`` (after an optimizer step)."""
+    def _remask_pairs(self, updated: set[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, 0/1 mask) of the masked weights whose ids are in ``updated``: what an
+        optimizer step must multiply to re-zero them (``_remask_after_step``, in one call)."""
+        pairs = []
         for name in self.masks:
             weight = getattr(self, name)
             if id(weight) in updated:
-                weight.mul_(self._scale(name))
+                pairs.append((weight, self._scale(name)))
+        return pairs
 
     def _scale(self, name: str) -> torch.Tensor:
         """The mask of weight ``name`` as 0/1 in the weight's dtype, cached until the mask

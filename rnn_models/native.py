@@ -88,6 +88,23 @@ def tanh_array(values: np.ndarray) -> None:
         values[e] = _tanh(values[e])
 
 
+@njit(inline="always", **_JIT)
+def _copy(source: np.ndarray, target: np.ndarray) -> None:
+    """``target[:] = source`` for rows (1-d) as a loop LLVM vectorizes: numba's slice
+    assignment costs several times more on rows this short."""
+    for b in range(target.shape[0]):
+        target[b] = source[b]
+
+
+@njit(inline="always", **_JIT)
+def _zero(rows: np.ndarray) -> None:
+    """``rows[:] = 0`` for a 2-d array, as ``_copy`` does it."""
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        for b in range(row.shape[0]):
+            row[b] = _F(0.0)
+
+
 @njit(**_JIT)
 def _product(weight: np.ndarray, states: np.ndarray, t: int, out: np.ndarray, block: int) -> None:
     """``out[r] += sum_j weight[r, j] * states[j, t]`` for every row of ``out`` (each row a
@@ -118,18 +135,22 @@ def _transposed_product(weight: np.ndarray, grad: np.ndarray, out: np.ndarray, b
 
 
 @njit(**_JIT)
-def _outer(grad: np.ndarray, states: np.ndarray, t: int, out: np.ndarray, block: int) -> None:
-    """``out[r, j] += sum_b grad[r, b] * states[j, t, b]`` (a weight gradient; only the
-    diagonal blocks, as in ``_product``: the others stay as they were, zero)."""
-    hidden = states.shape[0]
+def _outer(grad: np.ndarray, states: np.ndarray, out: np.ndarray, block: int, first_row: int) -> None:
+    """``out[first_row + r, j] += sum_{t >= 1, b} grad[r, t, b] * states[j, t - 1, b]``: the
+    recurrent weights' gradient over all steps at once, one long dot product per entry
+    (only the diagonal blocks, as in ``_product``: the others stay as they were, zero)."""
+    hidden, steps, batch = states.shape
+    span = (steps - 1) * batch
+    flat_states = states.reshape((hidden, steps * batch))
+    flat_grad = grad.reshape((grad.shape[0], steps * batch))
     for r in range(grad.shape[0]):
-        g, target = grad[r], out[r]
-        start = (r % hidden) // block * block
+        g, target = flat_grad[r, batch:], out[first_row + r]
+        start = (first_row + r) % hidden // block * block
         for j in range(start, start + block):
-            source = states[j, t]
+            source = flat_states[j, :span]
             total = _F(0.0)
-            for b in range(source.shape[0]):
-                total += g[b] * source[b]
+            for n in range(span):
+                total += g[n] * source[n]
             target[j] += total
 
 
@@ -149,7 +170,7 @@ def _forward(code: int, projected: np.ndarray, weight: np.ndarray, bias_hn: np.n
             _gru_step(projected, weight, bias_hn, states, saved, cells, t, pre, block)
             continue
         for r in range(rows):
-            pre[r] = projected[r, t]
+            _copy(projected[r, t], pre[r])
         if t > 0:
             _product(weight, states, t - 1, pre, block)
         if code == 2:
@@ -197,9 +218,11 @@ def _gru_step(projected: np.ndarray, weight: np.ndarray, bias_hn: np.ndarray, st
     ``recurrent_n``; ``pre`` ``(3H, B)`` is scratch."""
     hidden, _, batch = states.shape
     for r in range(2 * hidden):
-        pre[r] = projected[r, t]
+        _copy(projected[r, t], pre[r])
     for j in range(hidden):
-        pre[2 * hidden + j] = bias_hn[j]
+        row, value = pre[2 * hidden + j], bias_hn[j]
+        for b in range(batch):
+            row[b] = value
     if t > 0:
         _product(weight, states, t - 1, pre, block)
     for r in range(2 * hidden):
@@ -208,7 +231,7 @@ def _gru_step(projected: np.ndarray, weight: np.ndarray, bias_hn: np.ndarray, st
             target[b] = _sigmoid(source[b])
     for j in range(hidden):
         x, reset, hn, n = projected[2 * hidden + j, t], gates[j, t], pre[2 * hidden + j], gates[2 * hidden + j, t]
-        recurrent_n[j, t] = hn
+        _copy(hn, recurrent_n[j, t])
         for b in range(batch):
             n[b] = _tanh(x[b] + reset[b] * hn[b])
     for j in range(hidden):
@@ -227,8 +250,10 @@ def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarr
               grad_states: np.ndarray, grad_cells: np.ndarray, grad_projected: np.ndarray,
               grad_weight: np.ndarray, grad_bias_hn: np.ndarray, block: int) -> None:
     """Backpropagation through all steps: from ``grad_states`` (and, LSTM, ``grad_cells``;
-    no rows: none) ``(H, T, B)``, fills ``grad_projected`` ``(G*H, T, B)`` (the pre-activations' gradient),
-    ``grad_weight`` ``(G*H, H)`` and (GRU) ``grad_bias_hn`` ``(H,)``."""
+    no rows: none) ``(H, T, B)``, fills ``grad_projected`` ``(G*H, T, B)`` (the
+    pre-activations' gradient), then, over all steps at once, ``grad_weight`` ``(G*H, H)``
+    (added to) and (GRU) ``grad_bias_hn`` ``(H,)`` (the GRU's ``W_hn h + b_hn`` gradient is
+    kept for it; for the other cells it is ``grad_projected`` itself)."""
     hidden, steps, batch = states.shape
     rows = weight.shape[0]
     one = _F(1.0)
@@ -236,8 +261,8 @@ def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarr
     grad_c = np.zeros((hidden, batch), dtype=states.dtype)
     grad_pre = np.empty((rows, batch), dtype=states.dtype)
     grad_hh = np.empty((rows, batch), dtype=states.dtype)
+    grad_n = np.empty((hidden if code == 3 else 0, steps, batch), dtype=states.dtype)
     scratch = np.empty((hidden, batch), dtype=states.dtype)
-    grad_bias_hn[:] = 0.0
     for t in range(steps - 1, -1, -1):
         for j in range(hidden):
             dh, up = grad_h[j], grad_states[j, t]
@@ -250,27 +275,34 @@ def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarr
                 for b in range(batch):
                     dc[b] += up[b]
             _lstm_step_back(saved, cells, t, grad_h, grad_c, grad_pre, scratch)
-            grad_h[:] = 0.0
+            _zero(grad_h)
         elif code == 3:
             _gru_step_back(saved, cells, states, t, grad_h, grad_pre, grad_hh)
             for j in range(hidden):
-                source = grad_hh[2 * hidden + j]
-                total = _F(0.0)
-                for b in range(batch):
-                    total += source[b]
-                grad_bias_hn[j] += total
+                _copy(grad_hh[2 * hidden + j], grad_n[j, t])
             recurrent = grad_hh
         else:
             for j in range(hidden):
                 dh, h, target = grad_h[j], states[j, t], grad_pre[j]
                 for b in range(batch):
                     target[b] = dh[b] * (one - h[b] * h[b]) if code == 0 else (dh[b] if h[b] > 0 else _F(0.0))
-            grad_h[:] = 0.0
+            _zero(grad_h)
         for r in range(rows):
-            grad_projected[r, t] = grad_pre[r]
+            _copy(grad_pre[r], grad_projected[r, t])
         if t > 0:
-            _outer(recurrent, states, t - 1, grad_weight, block)
             _transposed_product(weight, recurrent, grad_h, block)
+    if code != 3:
+        _outer(grad_projected, states, grad_weight, block, 0)
+        return
+    _outer(grad_projected[:2 * hidden], states, grad_weight, block, 0)
+    _outer(grad_n, states, grad_weight, block, 2 * hidden)
+    flat_n = grad_n.reshape((hidden, steps * batch))
+    for j in range(hidden):
+        source = flat_n[j]
+        total = _F(0.0)
+        for n in range(source.shape[0]):
+            total += source[n]
+        grad_bias_hn[j] = total
 
 
 @njit(**_JIT)
@@ -411,16 +443,16 @@ def _layer_bias(code: int, weights: np.ndarray, bias_ih: int, bias_hh: int, hidd
 
 @njit(**_JIT)
 def _network_forward(code: int, layers: np.ndarray, blocks: np.ndarray, weights: np.ndarray, outs: np.ndarray,
-                     states: np.ndarray, saved: np.ndarray, cells: np.ndarray) -> None:
+                     final: np.ndarray, states: np.ndarray, saved: np.ndarray, cells: np.ndarray) -> None:
     """Every layer of a ``NetworkPlan`` in order (see there for ``layers``/``blocks``): the
     input projection of each block from its source rows of ``outs`` ``(rows, T, B)`` (the
     input first, then each layer's output), the recurrence (``_forward``) into the layer's
     rows of ``states`` (and, LSTM/GRU, ``saved``/``cells``), and the layer's output, the sum
-    of its blocks, into its rows of ``outs``."""
+    of its blocks, into its rows of ``outs`` (the last layer's into ``final``)."""
     gates = _gates(code)
     _, steps, batch = outs.shape
     columns = steps * batch
-    flat_outs = outs.reshape((outs.shape[0], columns))
+    flat_outs, flat_final = outs.reshape((outs.shape[0], columns)), final.reshape((final.shape[0], columns))
     flat_states = states.reshape((states.shape[0], columns))
     projected = np.empty((gates * np.max(layers[:, _HIDDEN]), steps, batch), dtype=outs.dtype)
     for j in range(layers.shape[0]):
@@ -438,8 +470,8 @@ def _network_forward(code: int, layers: np.ndarray, blocks: np.ndarray, weights:
                  saved[gate:gate + rows] if code >= 2 else saved,
                  cells[state:state + hidden] if code >= 2 else cells, width)
         for u in range(width):
-            target = flat_outs[layers[j, _OUT] + u]
-            target[:] = flat_states[state + u]
+            target = flat_final[u] if j == layers.shape[0] - 1 else flat_outs[layers[j, _OUT] + u]
+            _copy(flat_states[state + u], target)
             for k in range(1, count):
                 source = flat_states[state + k * width + u]
                 for n in range(columns):
@@ -448,18 +480,20 @@ def _network_forward(code: int, layers: np.ndarray, blocks: np.ndarray, weights:
 
 @njit(**_JIT)
 def _network_backward(code: int, layers: np.ndarray, blocks: np.ndarray, weights: np.ndarray, outs: np.ndarray,
-                      states: np.ndarray, saved: np.ndarray, cells: np.ndarray, grad_outs: np.ndarray,
-                      grad_states: np.ndarray, grad_cells: np.ndarray, grad_weights: np.ndarray,
-                      first_row: int) -> None:
-    """Backpropagation through ``_network_forward``, last layer first: ``grad_outs`` (the
-    gradient of ``outs``) gathers, in place, what every layer passes to its sources, so it
-    is complete for a layer's output when that layer's turn comes; ``grad_states`` and
-    (LSTM) ``grad_cells`` (no rows: none) add to the states'. Fills ``grad_weights`` (flat,
-    zeros on entry) and the input rows of ``grad_outs`` from ``first_row`` on."""
+                      states: np.ndarray, saved: np.ndarray, cells: np.ndarray, grad_final: np.ndarray,
+                      grad_outs: np.ndarray, grad_states: np.ndarray, grad_cells: np.ndarray,
+                      grad_weights: np.ndarray, first_row: int) -> None:
+    """Backpropagation through ``_network_forward``, last layer first, from the gradient of
+    its ``final`` output: ``grad_outs`` (that of ``outs``, zeros on entry) gathers, in place,
+    what every layer passes to its sources, so it is complete for a layer's output when that
+    layer's turn comes; ``grad_states`` and (LSTM) ``grad_cells`` (no rows: none) add to the
+    states'. Fills ``grad_weights`` (flat, zeros on entry) and the input rows of
+    ``grad_outs`` from ``first_row`` on."""
     gates = _gates(code)
     _, steps, batch = outs.shape
     columns = steps * batch
     flat_outs, flat_grad_outs = outs.reshape((outs.shape[0], columns)), grad_outs.reshape((outs.shape[0], columns))
+    flat_grad_final = grad_final.reshape((grad_final.shape[0], columns))
     widest = np.max(layers[:, _HIDDEN])
     grad_h = np.empty((widest, steps, batch), dtype=outs.dtype)
     flat_grad_h = grad_h.reshape((widest, columns))
@@ -470,8 +504,9 @@ def _network_backward(code: int, layers: np.ndarray, blocks: np.ndarray, weights
         features, state, rows = layers[j, _FEATURES], layers[j, _STATE], gates * layers[j, _HIDDEN]
         for k in range(count):
             for u in range(width):
-                target, up = flat_grad_h[k * width + u], flat_grad_outs[layers[j, _OUT] + u]
-                target[:] = up
+                target = flat_grad_h[k * width + u]
+                up = flat_grad_final[u] if j == layers.shape[0] - 1 else flat_grad_outs[layers[j, _OUT] + u]
+                _copy(up, target)
                 if grad_states.shape[0] > 0:
                     direct = grad_states[state + k * width + u].reshape(columns)
                     for n in range(columns):
@@ -511,8 +546,9 @@ class NetworkPlan:
     ``layers`` ``(L, 12)``: per layer the columns of ``_LAYER_FIELDS``: fused hidden size,
     block width, first row in ``blocks`` and block count, input features, offsets of
     ``weight_ih``/``weight_hh``/``bias_ih``/``bias_hh`` in the flat weights (-1: no biases),
-    first row of its states, of its gates and of its output. ``blocks`` ``(total, 3)``: per
-    block its first and end column of ``weight_ih`` and the first row of the outputs it reads.
+    first row of its states, of its gates and of its output (-1 for the last layer, whose
+    output ``network`` returns on its own). ``blocks`` ``(total, 3)``: per block its first
+    and end column of ``weight_ih`` and the first row of the outputs it reads.
     """
 
     cell: str
@@ -520,12 +556,17 @@ class NetworkPlan:
     layers: np.ndarray
     blocks: np.ndarray
     shapes: tuple[tuple[int, ...], ...]
+    sizes: tuple[int, ...]
     output_rows: int
     state_rows: int
     gate_rows: int
 
     def output_row(self, layer: int) -> int:
-        """First row of ``layer``'s output (the sum of its blocks) in ``network``'s outputs."""
+        """First row of ``layer``'s output (the sum of its blocks) in ``network``'s outputs
+        (every layer's but the last's, which ``network`` returns on its own)."""
+        if not 0 <= layer < len(self.layers) - 1:
+            raise ValueError(f"layer must be in 0..{len(self.layers) - 2} (the last layer's output is returned "
+                             f"on its own), got {layer}")
         return int(self.layers[layer, _OUT])
 
     def state_row(self, layer: int) -> int:
@@ -570,69 +611,72 @@ def network_plan(cell: str, input_size: int, widths: Sequence[int],
                        starts[2] if bias else -1, starts[3] if bias else -1, state, gate, written))
         shapes += layer_shapes
         offset, state, gate, written = int(starts[-1]), state + hidden, gate + rows, written + width
+    layers[-1] = layers[-1][:-1] + (-1,)  # the last layer's output is no row of the outputs
     return NetworkPlan(cell, input_size, np.array(layers, dtype=np.int64), np.array(blocks, dtype=np.int64),
-                       tuple(shapes), written, state, gate)
+                       tuple(shapes), tuple(math.prod(s) for s in shapes), written - widths[-1], state, gate)
 
 
 class NativeNetwork(torch.autograd.Function):
     """``network`` as an autograd Function: one compiled call forward, one backward."""
 
     @staticmethod
-    def forward(ctx: Any, plan: NetworkPlan, x: Tensor, *parameters: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, plan: NetworkPlan, x: Tensor, *parameters: Tensor) -> tuple[Tensor, ...]:
         code = _CODES[plan.cell]
         features, steps, batch = x.shape
-        weights = torch.cat([p.detach().reshape(-1) for p in parameters])
+        weights = torch.cat([p.view(-1) for p in parameters])
         outs = x.new_empty(plan.output_rows, steps, batch)
         outs[:features] = x
+        final = x.new_empty(int(plan.layers[-1, _WIDTH]), steps, batch)
         states = x.new_empty(plan.state_rows, steps, batch)
         gated = code >= 2
         saved = x.new_empty((plan.gate_rows, steps, batch) if gated else (1, 1, 1))
         cells = x.new_empty((plan.state_rows, steps, batch) if gated else (1, 1, 1))
-        _network_forward(code, plan.layers, plan.blocks, _array(weights), _array(outs), _array(states),
-                         _array(saved), _array(cells))
+        _network_forward(code, plan.layers, plan.blocks, _array(weights), _array(outs), _array(final),
+                         _array(states), _array(saved), _array(cells))
         ctx.plan = plan
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(weights, outs, states, saved, cells)
         lstm_cells = cells if code == 2 else x.new_empty(0)
-        if code != 2:
-            ctx.mark_non_differentiable(lstm_cells)
-        return outs, states, lstm_cells
+        ctx.mark_non_differentiable(outs, *(() if code == 2 else (lstm_cells,)))
+        return final, states, lstm_cells, outs
 
     @staticmethod
-    def backward(ctx: Any, grad_outs: Tensor | None, grad_states: Tensor | None,
-                 grad_cells: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_final: Tensor | None, grad_states: Tensor | None, grad_cells: Tensor | None,
+                 _: Tensor | None) -> tuple[Tensor | None, ...]:
         _refuse_double_backward()
         weights, outs, states, saved, cells = ctx.saved_tensors
         plan = ctx.plan
-        features = plan.input_size
-        grad_outs = torch.zeros_like(outs) if grad_outs is None else grad_outs.clone(
-            memory_format=torch.contiguous_format)
+        steps, batch = outs.shape[1:]
+        grad_final = outs.new_zeros(int(plan.layers[-1, _WIDTH]), steps, batch) if grad_final is None \
+            else grad_final.contiguous()
         grad_states = states.new_empty(0, 1, 1) if grad_states is None else grad_states.contiguous()
         usable_cells = grad_cells is not None and grad_cells.numel() > 0
         grad_cells = grad_cells.contiguous() if usable_cells else states.new_empty(0, 1, 1)
+        grad_outs = torch.zeros_like(outs)
         grad_weights = torch.zeros_like(weights)
         needs_x = ctx.needs_input_grad[1]
         _network_backward(_CODES[plan.cell], plan.layers, plan.blocks, _array(weights), _array(outs),
-                          _array(states), _array(saved), _array(cells), _array(grad_outs), _array(grad_states),
-                          _array(grad_cells), _array(grad_weights), 0 if needs_x else features)
-        grads = [g.view(shape) for g, shape in zip(grad_weights.split([math.prod(s) for s in plan.shapes]),
-                                                    plan.shapes)]
-        return None, (grad_outs[:features] if needs_x else None), *grads
+                          _array(states), _array(saved), _array(cells), _array(grad_final), _array(grad_outs),
+                          _array(grad_states), _array(grad_cells), _array(grad_weights),
+                          0 if needs_x else plan.input_size)
+        grads = [g.view(shape) for g, shape in zip(grad_weights.split(plan.sizes), plan.shapes)]
+        return None, (grad_outs[:plan.input_size] if needs_x else None), *grads
 
 
-def network(plan: NetworkPlan, x: Tensor, parameters: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def network(plan: NetworkPlan, x: Tensor, parameters: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run the layers of ``plan`` over feature-major ``x`` ``(I, T, B)``, zero initial states,
     with ``parameters`` in the plan's order and shapes (``NetworkPlan.shapes``). Returns the
-    outputs ``(rows, T, B)`` (the input, then every layer's output, ``NetworkPlan.output_row``),
-    the states of all blocks ``(sum H, T, B)`` (``NetworkPlan.state_row``) and, LSTM, their
-    cell states alike (else an empty tensor); gradients flow through all three."""
+    last layer's output ``(W, T, B)``, the states of all blocks ``(sum H, T, B)``
+    (``NetworkPlan.state_row``) and, LSTM, their cell states alike (else an empty tensor),
+    through which gradients flow, and the outputs the layers read ``(rows, T, B)`` (the
+    input, then every other layer's output, ``NetworkPlan.output_row``), which take none."""
     if not isinstance(plan, NetworkPlan):
         raise ValueError(f"plan must be a NetworkPlan (from network_plan), got {type(plan).__name__}")
     parameters = list(parameters)
     if len(parameters) != len(plan.shapes):
         raise ValueError(f"parameters must be the plan's {len(plan.shapes)} tensors, got {len(parameters)}")
     for index, (tensor, shape) in enumerate(zip(parameters, plan.shapes)):
-        if tuple(tensor.shape) != shape or tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+        if tensor.shape != shape or tensor.dtype != torch.float32 or tensor.device.type != "cpu":
             raise ValueError(f"parameters[{index}] must be a float32 CPU tensor of shape {shape}, got "
                              f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}")
     if x.dim() != 3 or x.shape[0] != plan.input_size or 0 in x.shape or x.dtype != torch.float32 \
@@ -679,7 +723,7 @@ def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, 
     plan = network_plan(cell, features, [block], [_block_reads(sources, hidden // block, features)],
                         bias=bias_ih is not None)
     parameters = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if bias_ih is not None else [])
-    _, states, cells = network(plan, x, parameters)
+    _, states, cells, _ = network(plan, x, parameters)
     return states, cells
 
 

@@ -315,10 +315,26 @@ def score_logits(data: PreparedData, logits: torch.Tensor, metrics: dict[str, Me
     return result
 
 
+def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_``'s rule (scale every gradient by ``max_norm / (norm +
+    1e-6)`` when that is below 1, ``norm`` the 2-norm of all of them; a NaN norm spreads)
+    with the norm taken once over the gradients laid end to end, and no multiplication when
+    nothing needs clipping: several times cheaper for models of many small tensors."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norm = float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+    scale = max_norm / (norm + 1e-6)
+    if not scale >= 1.0:
+        for grad in grads:
+            grad.mul_(scale)
+
+
 def _train_epoch(model: nn.Module, data: PreparedData, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, generator: torch.Generator) -> float:
     """One pass over the training data; returns the mean loss (NaN/inf as soon as one occurs)."""
     model.train()
+    parameters = list(model.parameters())
     total, count = 0.0, 0
     for index in batches(data.lengths, config.batch_size, config.bucket, generator):
         inputs, lengths, targets, weights = slice_batch(data, index)
@@ -329,7 +345,7 @@ def _train_epoch(model: nn.Module, data: PreparedData, optimizer: torch.optim.Op
             return value
         loss.backward()
         if config.clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            clip_gradients(parameters, config.clip)
         optimizer.step()
         total += value * len(index)
         count += len(index)

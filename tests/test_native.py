@@ -171,20 +171,24 @@ def test_double_backward_is_refused_not_dropped():
 
 def test_network_runs_layers_in_order_reading_earlier_outputs():
     """A two-layer plan: layer 1's two blocks read the input and layer 0's output; the
-    outputs hold the input, then each layer's block sum, and equal composed single layers."""
+    outputs hold the input and layer 0's block sum, the last layer's comes on its own, and
+    all equal single layers composed by hand."""
     torch.manual_seed(4)
     plan = native.network_plan("gru", 2, [3, 2], [[(0, 2, 0)], [(0, 2, 0), (2, 3, 2)]])
     parameters = [torch.randn(shape) * 0.5 for shape in plan.shapes]  # off-block entries are never read
     x = torch.randn(2, 5, 4)
-    outs, states, cells = native.network(plan, x, parameters)
-    assert outs.shape == (2 + 3 + 2, 5, 4) and states.shape == (3 + 4, 5, 4) and cells.numel() == 0
+    output, states, cells, outs = native.network(plan, x, parameters)
+    assert output.shape == (2, 5, 4) and outs.shape == (2 + 3, 5, 4) and states.shape == (3 + 4, 5, 4)
+    assert cells.numel() == 0 and not outs.requires_grad
     torch.testing.assert_close(outs[:2], x)
     first, _ = native.recurrent_layer("gru", x, *parameters[:4])
     torch.testing.assert_close(outs[2:5], first)
     second, _ = native.recurrent_layer("gru", torch.cat([x, first]), *parameters[4:], block=2, sources=(2, 3))
     torch.testing.assert_close(states[3:], second)
-    torch.testing.assert_close(outs[5:], second[:2] + second[2:])
-    assert (plan.output_row(1), plan.state_row(1)) == (5, 3)
+    torch.testing.assert_close(output, second[:2] + second[2:])
+    assert (plan.output_row(0), plan.state_row(1)) == (2, 3)
+    with pytest.raises(ValueError, match=r"layer must be in 0..0 \(the last layer's output is returned on its own"):
+        plan.output_row(1)
 
 
 @pytest.mark.parametrize("widths, reads, match", [
@@ -209,7 +213,7 @@ def test_network_refuses_parameters_and_inputs_that_do_not_fit_its_plan():
     assert plan.shapes == ((3, 2), (3, 3))
     good = [torch.zeros(3, 2), torch.zeros(3, 3)]
     x = torch.zeros(2, 4, 5)
-    assert native.network(plan, x, good)[0].shape == (5, 4, 5)
+    assert native.network(plan, x, good)[0].shape == (3, 4, 5)
     with pytest.raises(ValueError, match="plan must be a NetworkPlan"):
         native.network({"cell": "rnn_tanh"}, x, good)
     with pytest.raises(ValueError, match="parameters must be the plan's 2 tensors, got 1"):

@@ -15,6 +15,7 @@ from rnn_models.train import (
     SequenceClassifier,
     TrainConfig,
     batches,
+    clip_gradients,
     fit,
     task_accuracy,
     task_loss,
@@ -254,3 +255,19 @@ def test_optimizers_run_fused_where_torch_has_a_fused_kernel():
     assert "fused" not in TrainConfig(optimizer="rmsprop").make_optimizer(parameters).defaults
     integer = [torch.zeros(3, dtype=torch.int64)]
     assert not TrainConfig().make_optimizer(parameters + integer).defaults["fused"]
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0, math.nan])
+def test_clip_gradients_follows_torchs_clip_grad_norm(scale):
+    torch.manual_seed(6)
+    gradients = [torch.randn(4, 3) * scale, torch.randn(5) * scale]
+    mine = [nn.Parameter(torch.zeros_like(g)) for g in gradients]
+    theirs = [nn.Parameter(torch.zeros_like(g)) for g in gradients]
+    for a, b, g in zip(mine, theirs, gradients):
+        a.grad, b.grad = g.clone(), g.clone()
+    clip_gradients(mine + [nn.Parameter(torch.zeros(2))], 2.0)  # a parameter without a gradient is skipped
+    nn.utils.clip_grad_norm_(theirs, 2.0)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a.grad, b.grad, equal_nan=True)
+    if scale == 0.01:
+        assert all(torch.equal(a.grad, g) for a, g in zip(mine, gradients))  # untouched, not multiplied by 1
