@@ -375,7 +375,8 @@ def _project(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, blocks: np.nda
     """``out[r] = bias[r] + sum_i weight[r, i] x[i + shift]`` over the weight columns ``i`` of
     row r's block k (``(r % hidden) // block``): ``blocks[k]`` is (first column, end column,
     first row of ``x`` read), so each block reads only its own source. Rows of ``x`` and
-    ``out`` ``(G*H, N)`` run over all ``N = T * B`` step columns."""
+    ``out`` ``(G*H, N)`` run over all ``N = T * B`` step columns; four columns a pass, so an
+    output row is loaded and stored a quarter as often (the loops are bound by that)."""
     for r in range(out.shape[0]):
         k = (r % hidden) // block
         first, end = blocks[k, 0], blocks[k, 1]
@@ -383,7 +384,14 @@ def _project(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, blocks: np.nda
         target, w, value = out[r], weight[r], bias[r]
         for n in range(target.shape[0]):
             target[n] = value
-        for i in range(first, end):
+        i = first
+        while i + 4 <= end:
+            w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+            s0, s1, s2, s3 = x[i + shift], x[i + 1 + shift], x[i + 2 + shift], x[i + 3 + shift]
+            for n in range(target.shape[0]):
+                target[n] += w0 * s0[n] + w1 * s1[n] + w2 * s2[n] + w3 * s3[n]
+            i += 4
+        for i in range(i, end):
             wi, source = w[i], x[i + shift]
             for n in range(target.shape[0]):
                 target[n] += wi * source[n]
@@ -394,27 +402,58 @@ def _project_backward(x: np.ndarray, weight: np.ndarray, blocks: np.ndarray, hid
                       grad: np.ndarray, grad_x: np.ndarray, grad_weight: np.ndarray, grad_bias: np.ndarray,
                       first_row: int) -> None:
     """Gradients of ``_project`` from ``grad`` ``(G*H, N)``: ``grad_bias`` and the in-block
-    entries of ``grad_weight`` (the others stay zero), and, added into ``grad_x``, that of
-    the rows of ``x`` from ``first_row`` on (the input's rows are skipped when it needs none)."""
+    entries of ``grad_weight`` (the others stay zero; four dot products a pass over a
+    gradient row), and, added into ``grad_x``, that of the rows of ``x`` from ``first_row``
+    on (the input's rows are skipped when it needs none; four gradient rows a pass)."""
     for r in range(grad.shape[0]):
         k = (r % hidden) // block
         first, end = blocks[k, 0], blocks[k, 1]
         shift = blocks[k, 2] - first
-        g, w = grad[r], weight[r]
+        g = grad[r]
         total = _F(0.0)
         for n in range(g.shape[0]):
             total += g[n]
         grad_bias[r] = total
-        for i in range(first, end):
+        i = first
+        while i + 4 <= end:
+            s0, s1, s2, s3 = x[i + shift], x[i + 1 + shift], x[i + 2 + shift], x[i + 3 + shift]
+            t0, t1, t2, t3 = _F(0.0), _F(0.0), _F(0.0), _F(0.0)
+            for n in range(g.shape[0]):
+                t0 += g[n] * s0[n]
+                t1 += g[n] * s1[n]
+                t2 += g[n] * s2[n]
+                t3 += g[n] * s3[n]
+            grad_weight[r, i], grad_weight[r, i + 1], grad_weight[r, i + 2], grad_weight[r, i + 3] = t0, t1, t2, t3
+            i += 4
+        for i in range(i, end):
             source = x[i + shift]
             total = _F(0.0)
             for n in range(g.shape[0]):
                 total += g[n] * source[n]
             grad_weight[r, i] = total
-            if i + shift >= first_row:
-                wi, target = w[i], grad_x[i + shift]
-                for n in range(g.shape[0]):
-                    target[n] += wi * g[n]
+    count = grad.shape[0] // hidden * block  # rows per block: every gate's
+    for k in range(blocks.shape[0]):
+        first, end, row = blocks[k, 0], blocks[k, 1], blocks[k, 2]
+        if row < first_row:
+            continue
+        for i in range(first, end):
+            target = grad_x[row + i - first]
+            c = 0
+            while c + 4 <= count:
+                r0 = c // block * hidden + k * block + c % block
+                r1 = (c + 1) // block * hidden + k * block + (c + 1) % block
+                r2 = (c + 2) // block * hidden + k * block + (c + 2) % block
+                r3 = (c + 3) // block * hidden + k * block + (c + 3) % block
+                w0, w1, w2, w3 = weight[r0, i], weight[r1, i], weight[r2, i], weight[r3, i]
+                g0, g1, g2, g3 = grad[r0], grad[r1], grad[r2], grad[r3]
+                for n in range(target.shape[0]):
+                    target[n] += w0 * g0[n] + w1 * g1[n] + w2 * g2[n] + w3 * g3[n]
+                c += 4
+            for c in range(c, count):
+                r0 = c // block * hidden + k * block + c % block
+                w0, g0 = weight[r0, i], grad[r0]
+                for n in range(target.shape[0]):
+                    target[n] += w0 * g0[n]
 
 
 @njit(inline="always", **_JIT)

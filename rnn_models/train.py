@@ -277,13 +277,14 @@ def batches(lengths: torch.Tensor, batch_size: int, bucket: bool,
 
 
 def slice_batch(data: PreparedData, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One batch trimmed to its longest sequence: inputs, lengths, targets, weights."""
+    """One batch trimmed to its longest sequence: inputs, lengths, targets, weights
+    (``index_select`` copies whole rows, several times faster than advanced indexing)."""
     index = index.to(data.lengths.device)
     lengths = data.lengths[index]
     steps = int(lengths.max())
-    targets = data.targets[index] if data.task == "classify" else data.targets[index, :steps]
-    weights = None if data.weights is None else data.weights[index, :steps]
-    return data.inputs[index, :steps], lengths, targets, weights
+    targets = data.targets[index] if data.task == "classify" else data.targets[:, :steps].index_select(0, index)
+    weights = None if data.weights is None else data.weights[:, :steps].index_select(0, index)
+    return data.inputs[:, :steps].index_select(0, index), lengths, targets, weights
 
 
 @torch.no_grad()
