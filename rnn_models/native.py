@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from numba import njit
 from torch import Tensor
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from rnn_models.masked import GATES
 
@@ -587,7 +588,10 @@ class NetworkPlan:
     ``weight_ih``/``weight_hh``/``bias_ih``/``bias_hh`` in the flat weights (-1: no biases),
     first row of its states, of its gates and of its output (-1 for the last layer, whose
     output ``network`` returns on its own). ``blocks`` ``(total, 3)``: per block its first
-    and end column of ``weight_ih`` and the first row of the outputs it reads.
+    and end column of ``weight_ih`` and the first row of the outputs it reads. ``shapes``:
+    the parameters' shapes, in order; ``templates``: meta tensors of those shapes (what the
+    gradient's flat buffer is cut into views by). ``output_rows``, ``state_rows``,
+    ``gate_rows``: rows of the outputs, states and gates buffers.
     """
 
     cell: str
@@ -595,7 +599,7 @@ class NetworkPlan:
     layers: np.ndarray
     blocks: np.ndarray
     shapes: tuple[tuple[int, ...], ...]
-    sizes: tuple[int, ...]
+    templates: tuple[Tensor, ...]
     output_rows: int
     state_rows: int
     gate_rows: int
@@ -652,7 +656,8 @@ def network_plan(cell: str, input_size: int, widths: Sequence[int],
         offset, state, gate, written = int(starts[-1]), state + hidden, gate + rows, written + width
     layers[-1] = layers[-1][:-1] + (-1,)  # the last layer's output is no row of the outputs
     return NetworkPlan(cell, input_size, np.array(layers, dtype=np.int64), np.array(blocks, dtype=np.int64),
-                       tuple(shapes), tuple(math.prod(s) for s in shapes), written - widths[-1], state, gate)
+                       tuple(shapes), tuple(torch.empty(s, device="meta") for s in shapes), written - widths[-1],
+                       state, gate)
 
 
 class NativeNetwork(torch.autograd.Function):
@@ -662,7 +667,7 @@ class NativeNetwork(torch.autograd.Function):
     def forward(ctx: Any, plan: NetworkPlan, x: Tensor, *parameters: Tensor) -> tuple[Tensor, ...]:
         code = _CODES[plan.cell]
         features, steps, batch = x.shape
-        weights = torch.cat([p.view(-1) for p in parameters])
+        weights = _flatten_dense_tensors(parameters)  # one C++ call for all of them
         outs = x.new_empty(plan.output_rows, steps, batch)
         outs[:features] = x
         final = x.new_empty(int(plan.layers[-1, _WIDTH]), steps, batch)
@@ -698,7 +703,7 @@ class NativeNetwork(torch.autograd.Function):
                           _array(states), _array(saved), _array(cells), _array(grad_final), _array(grad_outs),
                           _array(grad_states), _array(grad_cells), _array(grad_weights),
                           0 if needs_x else plan.input_size)
-        grads = [g.view(shape) for g, shape in zip(grad_weights.split(plan.sizes), plan.shapes)]
+        grads = _unflatten_dense_tensors(grad_weights, plan.templates)  # views, one C++ call
         return None, (grad_outs[:plan.input_size] if needs_x else None), *grads
 
 
