@@ -28,7 +28,7 @@ blocks, where that cuts the padding by >= 20 %, ``SPLIT_BELOW``):
 
 No arithmetic mixes two models, so one model's NaN cannot reach another.
 
-On a CPU, ``fit`` one model at a time on ``rnn_models.native``'s compiled layers is now
+On a CPU, ``fit`` one model at a time on ``rnn_models.native``'s compiled network is now
 faster for every cell type, so ``"auto"`` (``choose_layered_strategy``) uses this ensemble
 only where those kernels are off or on other devices.
 """
@@ -378,10 +378,10 @@ class _LayeredTrainer(_EnsembleTrainer):
 def choose_layered_strategy(cell: str, device: str) -> str:
     """What ``"auto"`` resolves to, from the measurements in docs/bench/layered.md.
 
-    On a CPU, where ``rnn_models.native``'s compiled layers run each model's DAG layers
-    (float32), ``fit`` one model at a time is the faster way for every cell type: on 8
-    sampled ``paper`` models, 15.6 / 14.9 / 28.0 / 27.9 CPU-s per model (tanh, relu, LSTM,
-    GRU) against 16.4 / 18.5 / 40.9 / 53.3 for the layered ensemble, whose padded batched
+    On a CPU, where ``rnn_models.native`` runs each model as one compiled network (float32),
+    ``fit`` one model at a time is the faster way for every cell type: on 8 sampled
+    ``paper`` models, 7.0 / 5.4 / 15.4 / 12.9 CPU-s per model (tanh, relu, LSTM, GRU)
+    against 19.7 / 23.9 / 45.2 / 41.9 for the layered ensemble, whose padded batched
     products have no such kernels. So it is ``"separate"`` there, and ``"batched"`` where
     the compiled kernels are off (``native.ENABLED``) or on other devices, where one call
     per DAG layer for all models is what pays (unmeasured here: no GPU).

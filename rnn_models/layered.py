@@ -256,7 +256,7 @@ class LayeredRNN(nn.Module):
         """Return ``(output, states)``: the last layer's output sequence (same layout as
         ``input``) and the final state of every main-path block (``(h, c)`` for LSTM).
 
-        A batched float32 CPU tensor runs on ``rnn_models.native``'s compiled layers (the
+        A batched float32 CPU tensor runs as ``rnn_models.native``'s compiled network (the
         same results; far fewer calls for layers this narrow), anything else (a
         ``PackedSequence``, an unbatched input, float64, CUDA, autocast) on torch's own
         kernels."""
