@@ -186,6 +186,12 @@ class LayeredRNN(nn.Module):
         self.layers = nn.ModuleList(self._fused_layer(j) for j in range(structure.depth))
         self._native_plan = self._plan()
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: a model saved before ``_native_plan`` existed gets one."""
+        super().__setstate__(state)
+        if "_native_plan" not in self.__dict__:
+            self._native_plan = self._plan()
+
     @property
     def output_size(self) -> int:
         """Features per step of the output sequence: the last layer's width."""

@@ -209,6 +209,13 @@ class _MaskedMixin:
             self._mask_cache[name] = cached
         return cached[2]
 
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        """``nn.Module.register_buffer``; a mask registered this way (not by ``set_mask``)
+        invalidates the cached re-mask lists too."""
+        if name.endswith(_MASK_SUFFIX):
+            _GENERATION[0] += 1
+        super().register_buffer(name, tensor, persistent)
+
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning a weight (a new tensor object) invalidates the cached re-mask lists."""
         if name in getattr(self, "_flat_weights_names", ()):

@@ -435,9 +435,7 @@ def _project_backward(x: np.ndarray, weight: np.ndarray, blocks: np.ndarray, hid
     count = grad.shape[0] // hidden * block  # rows per block: every gate's
     for k in range(blocks.shape[0]):
         first, end, row = blocks[k, 0], blocks[k, 1], blocks[k, 2]
-        if row < first_row:
-            continue
-        for i in range(first, end):
+        for i in range(first + max(first_row - row, 0), end):  # a block may read input and layer rows
             target = grad_x[row + i - first]
             c = 0
             while c + 4 <= count:
@@ -625,9 +623,9 @@ def network_plan(cell: str, input_size: int, widths: Sequence[int],
     outputs from row ``first`` through ``count`` columns of ``weight_ih`` from ``column``,
     ``reads[j][k] = (first, count, column)``; rows ``0..input_size-1`` of the outputs hold
     the input and each layer's output (the sum of its blocks, ``widths[j]`` rows) follows in
-    order, so a layer reads only the input and earlier layers. The parameters are, per
-    layer, ``weight_ih`` (as many columns as its blocks read), ``weight_hh`` and (``bias``)
-    ``bias_ih``, ``bias_hh``."""
+    order, so a layer reads only the input and earlier layers (a run may span both). The
+    parameters are, per layer, ``weight_ih`` (as many columns as its blocks read),
+    ``weight_hh`` and (``bias``) ``bias_ih``, ``bias_hh``."""
     if cell not in _CODES:
         raise ValueError(f"cell must be one of {sorted(_CODES)}, got {cell!r}")
     if len(widths) != len(reads) or not widths:

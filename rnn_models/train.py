@@ -25,7 +25,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
 }
-FUSED = ("adam", "adamw", "sgd")
+FUSED = ("adam", "adamw")
 """Optimizers ``TrainConfig.make_optimizer`` runs as torch's fused kernels where it can."""
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
 
@@ -155,16 +155,31 @@ class TrainConfig:
             ) from error
 
     def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
-        """The configured optimizer over ``parameters``; torch's fused (one-kernel) variant
-        where it has one and every parameter is a floating tensor on a device it supports
-        (the same update, far fewer calls for models of many small tensors)."""
+        """The configured optimizer over ``parameters`` (anything torch's optimizers take);
+        torch's fused (one-kernel) Adam or AdamW when every parameter is a floating tensor on
+        a device it supports (the same update, far fewer calls for models of many small
+        tensors). SGD stays unfused: its fused kernel refuses sparse gradients."""
         parameters = list(parameters)
         kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
         if self.optimizer in ("sgd", "rmsprop"):
             kwargs["momentum"] = self.momentum
-        if self.optimizer in FUSED and parameters and all(_fusable(p) for p in parameters):
+        tensors = list(_tensors(parameters))
+        if self.optimizer in FUSED and tensors and all(_fusable(p) for p in tensors):
             kwargs["fused"] = True
         return OPTIMIZERS[self.optimizer](parameters, **kwargs)
+
+
+def _tensors(parameters: list[Any]) -> Any:
+    """The tensors of what torch's optimizers take: tensors, ``(name, tensor)`` pairs or
+    parameter groups (dicts whose ``"params"`` is a tensor or an iterable of either)."""
+    for item in parameters:
+        if isinstance(item, dict):
+            group = item["params"]
+            yield from _tensors([group] if isinstance(group, torch.Tensor) else list(group))
+        elif isinstance(item, tuple):
+            yield item[1]
+        else:
+            yield item
 
 
 def _fusable(parameter: torch.Tensor) -> bool:
@@ -320,7 +335,8 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> None:
     """``torch.nn.utils.clip_grad_norm_``'s rule (scale every gradient by ``max_norm / (norm +
     1e-6)`` when that is below 1, ``norm`` the 2-norm of all of them; a NaN norm spreads)
     with the norm taken once over the gradients laid end to end, and no multiplication when
-    nothing needs clipping: several times cheaper for models of many small tensors."""
+    nothing needs clipping: several times cheaper for models of many small tensors. The
+    gradients must be dense and on one device (as in ``fit``); the norm is read on the host."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import pytest
@@ -216,6 +218,26 @@ def test_compiled_layers_equal_torch_kernels(structure, cell, batch_first):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
+def test_a_loss_on_final_cell_states_alone_gets_torchs_gradients():
+    """Only the LSTM's final cell states in the loss: the compiled backward gets no output
+    or state gradient, only the cells'."""
+    torch.manual_seed(8)
+    model = LayeredRNN(skip_structure(), 3, cell="lstm", batch_first=True)
+    x = torch.randn(4, 5, 3)
+    grads = []
+    for enabled in (True, False):
+        native.ENABLED = enabled
+        try:
+            model.zero_grad()
+            _, states = model(x)
+        finally:
+            native.ENABLED = True
+        sum(c.square().sum() for _, c in states).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
 def test_float64_input_runs_on_torch_kernels():
     structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
     model = LayeredRNN(structure, 2, cell="gru", batch_first=True).double()
@@ -234,3 +256,13 @@ def test_unbatched_and_autocast_inputs_run_on_torch_kernels():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not native.applies(x)
         assert model(x.unsqueeze(0))[0].shape == (1, 4, 3)
+
+
+def test_a_model_pickled_without_its_native_plan_gets_one():
+    """Models saved before the compiled network existed have no ``_native_plan``."""
+    model = LayeredRNN(skip_structure(), 3, cell="gru", batch_first=True)
+    old = copy.copy(model)
+    del old.__dict__["_native_plan"]
+    restored = pickle.loads(pickle.dumps(old))
+    x = torch.randn(2, 4, 3)
+    torch.testing.assert_close(restored(x)[0], model(x)[0])

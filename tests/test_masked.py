@@ -331,3 +331,10 @@ def test_masks_hold_for_modules_an_optimizer_takes_on_later():
     third.weight_hh_l0 = shared
     alone.step()
     assert torch.equal(third.weight_hh_l0 != 0, third.masks["weight_hh_l0"])
+
+    fourth = make_rnn("lstm", 3, 4)
+    late = torch.optim.SGD(fourth.parameters(), lr=0.1)
+    step_with_dense_gradients(late, fourth)  # no masks yet: nothing to re-mask
+    fourth.register_buffer("weight_hh_l0_mask", random_mask(4, 4, 0.5, 23).repeat(4, 1))
+    step_with_dense_gradients(late, fourth)
+    assert torch.equal(fourth.weight_hh_l0 != 0, fourth.masks["weight_hh_l0"])

@@ -191,6 +191,26 @@ def test_network_runs_layers_in_order_reading_earlier_outputs():
         plan.output_row(1)
 
 
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_network_gradients_of_a_block_reading_input_and_layer_rows(input_grad):
+    """A block may read a run spanning the input's last row and layer 0's output; the
+    gradient layer 0 gets through it must not depend on whether the input needs one."""
+    torch.manual_seed(7)
+    plan = native.network_plan("rnn_tanh", 2, [2, 1], [[(0, 2, 0)], [(1, 3, 0)]])
+    parameters = [(torch.randn(shape) * 0.5).requires_grad_() for shape in plan.shapes]
+    x = torch.randn(2, 6, 3, requires_grad=input_grad)
+    output, _, _, _ = native.network(plan, x, parameters)
+    output.square().sum().backward()
+    mine = [p.grad.clone() for p in parameters]
+    for p in parameters:
+        p.grad = None
+    first, _ = native.recurrent_layer("rnn_tanh", x, *parameters[:4])
+    second, _ = native.recurrent_layer("rnn_tanh", torch.cat([x[1:], first]), *parameters[4:])
+    second.square().sum().backward()
+    for a, b in zip(mine, parameters):
+        torch.testing.assert_close(a, b.grad, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("widths, reads, match", [
     ([], [], "widths and reads must name the same layers"),
     ([2], [[(0, 2, 0)], [(0, 2, 0)]], "widths and reads must name the same layers"),

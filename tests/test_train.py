@@ -250,17 +250,28 @@ def test_fit_rejects_malformed_data():
 
 def test_optimizers_run_fused_where_torch_has_a_fused_kernel():
     parameters = [torch.nn.Parameter(torch.zeros(3))]
-    for name in ("adam", "adamw", "sgd"):
+    for name in ("adam", "adamw"):
         assert TrainConfig(optimizer=name).make_optimizer(parameters).defaults["fused"] is True, name
+    assert not TrainConfig(optimizer="sgd").make_optimizer(parameters).defaults["fused"]  # sparse gradients
     assert "fused" not in TrainConfig(optimizer="rmsprop").make_optimizer(parameters).defaults
     integer = [torch.zeros(3, dtype=torch.int64)]
     assert not TrainConfig().make_optimizer(parameters + integer).defaults["fused"]
 
 
-@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0, math.nan])
-def test_clip_gradients_follows_torchs_clip_grad_norm(scale):
+def test_make_optimizer_takes_parameter_groups_and_named_parameters():
+    model = nn.Linear(3, 2)
+    groups = [{"params": [model.weight]}, {"params": model.bias, "lr": 0.1}]
+    optimizer = TrainConfig().make_optimizer(groups)
+    assert optimizer.defaults["fused"] is True and optimizer.param_groups[1]["lr"] == 0.1
+    named = TrainConfig().make_optimizer(model.named_parameters())
+    assert named.defaults["fused"] is True and len(named.param_groups[0]["params"]) == 2
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0, math.nan, math.inf])
+@pytest.mark.parametrize("second_dtype", [torch.float32, torch.float64])
+def test_clip_gradients_follows_torchs_clip_grad_norm(scale, second_dtype):
     torch.manual_seed(6)
-    gradients = [torch.randn(4, 3) * scale, torch.randn(5) * scale]
+    gradients = [torch.randn(4, 3) * scale, torch.randn(5, dtype=second_dtype) * scale]
     mine = [nn.Parameter(torch.zeros_like(g)) for g in gradients]
     theirs = [nn.Parameter(torch.zeros_like(g)) for g in gradients]
     for a, b, g in zip(mine, theirs, gradients):
