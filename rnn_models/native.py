@@ -261,7 +261,7 @@ def _backward(code: int, weight: np.ndarray, states: np.ndarray, saved: np.ndarr
     grad_h = np.zeros((hidden, batch), dtype=states.dtype)
     grad_c = np.zeros((hidden, batch), dtype=states.dtype)
     grad_pre = np.empty((rows, batch), dtype=states.dtype)
-    grad_hh = np.empty((rows, batch), dtype=states.dtype)
+    grad_hh = np.empty((rows if code == 3 else 0, batch), dtype=states.dtype)  # the GRU's recurrent gradient
     grad_n = np.empty((hidden if code == 3 else 0, steps, batch), dtype=states.dtype)
     scratch = np.empty((hidden, batch), dtype=states.dtype)
     for t in range(steps - 1, -1, -1):

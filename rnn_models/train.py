@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -169,7 +169,7 @@ class TrainConfig:
         return OPTIMIZERS[self.optimizer](parameters, **kwargs)
 
 
-def _tensors(parameters: list[Any]) -> Any:
+def _tensors(parameters: list[Any]) -> Iterator[torch.Tensor]:
     """The tensors of what torch's optimizers take: tensors, ``(name, tensor)`` pairs or
     parameter groups (dicts whose ``"params"`` is a tensor or an iterable of either)."""
     for item in parameters:
