@@ -2,8 +2,8 @@
 
 Models·epochs per second of K masked LSTMs (80 % sparse ``weight_hh``) on the embedded-Reber
 next-symbol task (256 training and 256 test strings), trained by ``rnn_models.train.fit``
-one after another ("solo", torch's fused masked modules) and by
-``rnn_models.ensemble.fit_ensemble`` with each forward strategy, side by side in one run.
+one after another ("solo", torch's fused masked modules, ``engine="separate"``) and as
+one stack (``engine="batched"``: ``rnn_models.ensemble``), side by side in one run.
 Every measurement runs in a forked child process, which also reports its peak resident
 memory above the parent's (``ru_maxrss``). Times are the child's CPU time
 (``time.process_time``, one torch thread), which stays more meaningful than wall time on a
@@ -34,12 +34,11 @@ from dataclasses import replace
 import torch
 
 from reber.tasks import next_symbol_data
-from rnn_models.ensemble import choose_strategy, fit_ensemble
+from rnn_models.engines import choose_engine
 from rnn_models.masked import make_rnn
 from rnn_models.train import NextSymbolModel, TrainConfig, fit
 
 DENSITY = 0.2  # 80 % of weight_hh masked
-FUSED_MAX_UNITS = 512  # K*H beyond which "fused" (K times the arithmetic) is too slow to be worth timing
 
 
 def build_models(count: int, hidden: int, vocabulary: int) -> list[NextSymbolModel]:
@@ -70,7 +69,7 @@ def in_child(work: Callable[[], float]) -> tuple[float, float]:
     return seconds, max(peak - base, 0) / 1024
 
 
-METHODS = ("solo", "fused", "batched")
+METHODS = ("solo", "batched")
 
 
 def measure(count: int, hidden: int, config: TrainConfig, data: tuple, solo_cap: int,
@@ -89,18 +88,14 @@ def measure(count: int, hidden: int, config: TrainConfig, data: tuple, solo_cap:
             fit(model, train, test, config)
         return (time.process_time() - start) * count / len(models)
 
-    def ensemble(strategy: str) -> Callable[[], float]:
-        def work() -> float:
-            fit_ensemble(build_models(count, hidden, vocabulary), train, test, warm_up, strategy=strategy)
-            models = build_models(count, hidden, vocabulary)
-            start = time.process_time()
-            fit_ensemble(models, train, test, config, strategy=strategy)
-            return time.process_time() - start
-        return work
+    def stacked() -> float:
+        fit(build_models(count, hidden, vocabulary), train, test, warm_up, engine="batched")
+        models = build_models(count, hidden, vocabulary)
+        start = time.process_time()
+        fit(models, train, test, config, engine="batched")
+        return time.process_time() - start
 
-    works = {"solo": solo, "batched": ensemble("batched")}
-    if count * hidden <= FUSED_MAX_UNITS:
-        works["fused"] = ensemble("fused")
+    works = {"solo": solo, "batched": stacked}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in works}
     for _ in range(repeats):
         for name, work in works.items():
@@ -112,18 +107,16 @@ def row(count: int, hidden: int, batch_size: int, results: dict[str, tuple], epo
     """One markdown table row: rates, ratios to solo, the automatic choice, memory."""
     rate = {name: count * epochs / seconds for name, (seconds, _) in results.items()}
     cells = [str(count), str(hidden), str(batch_size), f"{rate['solo']:.1f}"]
-    cells += [f"{rate[n]:.1f}" if n in rate else "skipped" for n in ("fused", "batched")]
-    cells += [f"{rate[n] / rate['solo']:.2f}x" if n in rate else "-" for n in ("fused", "batched")]
-    cells.append(choose_strategy(count, hidden, batch_size))
-    cells.append(" / ".join(f"{results[n][1]:.0f}" if n in results else "-" for n in METHODS))
+    cells += [f"{rate['batched']:.1f}", f"{rate['batched'] / rate['solo']:.2f}x"]
+    cells.append(choose_engine("stack", "cpu", num_models=count, hidden_size=hidden, batch_size=batch_size))
+    cells.append(" / ".join(f"{results[n][1]:.0f}" for n in METHODS))
     return "| " + " | ".join(cells) + " |"
 
 
 def table(sizes: list[tuple[int, int, int]], args: argparse.Namespace, data: tuple) -> None:
     """Measure and print one markdown table, a row as soon as it is measured."""
-    print("| K | H | batch | solo models·epochs/s | fused | batched | fused / solo | batched / solo "
-          "| auto picks | peak MiB solo / fused / batched |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| K | H | batch | solo models·epochs/s | batched | batched / solo | auto picks | peak MiB solo / batched |")
+    print("|---|---|---|---|---|---|---|---|")
     for count, hidden, batch_size in sizes:
         config = TrainConfig(epochs=args.epochs, batch_size=batch_size)
         results = measure(count, hidden, config, data, args.solo_cap, args.repeats)

@@ -16,46 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
-import networkx as nx
-
-from graphprior.features import STUDY_FEATURES, feature_table
+from graphprior.features import feature_table, networkx_study_features
 from graphprior.generators import generate, to_networkx
 
 NODES = 64
-
-
-def _summary(name: str, values: object) -> dict[str, float]:
-    values = list(values)
-    variance = statistics.variance(values)
-    return {f"{name}_mean": statistics.fmean(values), f"{name}_var": variance, f"{name}_std": variance**0.5}
-
-
-def networkx_study_features(graph: nx.Graph) -> dict[str, float]:
-    """The study's 23 features of a connected undirected graph with networkx (its conventions:
-    DAG lower -> higher index, density E/(N(N-1)), normalised centralities, sample variance)."""
-    dag = nx.DiGraph()
-    dag.add_nodes_from(graph)
-    dag.add_edges_from((min(u, v), max(u, v)) for u, v in graph.edges())
-    n = graph.number_of_nodes()
-    row = {
-        "layers": nx.dag_longest_path_length(dag) + 1,
-        "nodes": n,
-        "edges": graph.number_of_edges(),
-        "source_nodes": sum(1 for _, d in dag.in_degree() if d == 0),
-        "sink_nodes": sum(1 for _, d in dag.out_degree() if d == 0),
-        "diameter": nx.diameter(graph),
-        "density": graph.number_of_edges() / (n * (n - 1)),
-        "average_shortest_path_length": nx.average_shortest_path_length(graph),
-        **_summary("eccentricity", nx.eccentricity(graph).values()),
-        **_summary("degree", nx.degree_centrality(graph).values()),
-        **_summary("closeness", nx.closeness_centrality(graph).values()),
-        **_summary("nodes_betweenness", nx.betweenness_centrality(graph).values()),
-        **_summary("edge_betweenness", nx.edge_betweenness_centrality(graph).values()),
-    }
-    return {name: row[name] for name in STUDY_FEATURES}
 
 
 def main() -> None:

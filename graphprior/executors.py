@@ -2,7 +2,7 @@
 
 The unit of work is a *group*: a list of run configs handed to one ``group_fn`` call
 that returns one record per run (``graphprior.sweep.run_group`` trains them one after
-another, ``run_ensemble`` as ensembles). Executors only compute: the driver receives
+another, ``run_ensemble`` together where that is faster). Executors only compute: the driver receives
 the records as they finish and is the only process that writes the results store.
 """
 
@@ -63,7 +63,7 @@ class SerialExecutor:
 # (torch._dynamo, with sympy, is what torch's optimizers import on their first step: seconds)
 PRELOAD = ("torch", "torch._dynamo", "numpy", "graphprior.sweep", "graphprior.generators", "graphprior.priors",
            "graphprior.features", "rnn_models.train", "rnn_models.layered", "rnn_models.batched",
-           "rnn_models.ensemble", "rnn_models.ensemble_layered", "reber.tasks")
+           "rnn_models.ensemble", "rnn_models.native", "reber.tasks")
 
 
 def default_start_method() -> str:

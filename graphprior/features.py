@@ -20,6 +20,7 @@ directed acyclic graph keeps its own edges), a layer being the longest path from
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 
 import igraph
@@ -29,7 +30,7 @@ import pandas as pd
 import scipy.sparse.linalg
 from tqdm.auto import tqdm
 
-from graphprior.generators import GraphLike, _igraph_seed, to_igraph, to_networkx
+from graphprior.generators import GraphLike, random_state, to_igraph, to_networkx
 from graphprior.priors import dag_layers
 
 __all__ = ["FEATURE_NAMES", "SMALL_WORLD_FEATURES", "STUDY_FEATURES", "feature_table", "graph_features"]
@@ -94,6 +95,7 @@ SMALL_WORLD_FEATURES: tuple[str, ...] = ("small_world_sigma",)
 """Added at the end when ``small_world=True``."""
 
 
+@random_state("int")
 def graph_features(
     graph: GraphLike,
     *,
@@ -113,7 +115,8 @@ def graph_features(
     closeness and diameter from ``path_samples`` random BFS sources (the mean path length
     stays exact). ``prefix`` is put before every name, e.g. to join the features of a prior and
     of its whole network (``priors.network_graph``) in one row. ``study_only`` computes
-    just ``STUDY_FEATURES`` (about twice as fast).
+    just ``STUDY_FEATURES`` (about twice as fast). ``seed`` (None or an integer >= 0) seeds
+    the sampled sources, community detection, the Fiedler solver and the random references.
     """
     if isinstance(path_sample_threshold, bool) or not isinstance(path_sample_threshold, int) or path_sample_threshold < 1:
         raise ValueError(f"path_sample_threshold must be an integer >= 1, got {path_sample_threshold!r}")
@@ -236,12 +239,12 @@ def _degree_features(u: igraph.Graph) -> dict[str, float]:
     }
 
 
+@random_state("igraph")
 def _cohesion_features(u: igraph.Graph, seed: int) -> dict[str, float]:
-    """Clustering, assortativity, components and Louvain modularity (seeded)."""
+    """Clustering, assortativity, components and Louvain modularity (on igraph's generator, seeded)."""
     transitivity = u.transitivity_undirected()
     components = u.connected_components()
-    with _igraph_seed(seed):
-        partition = u.community_multilevel()
+    partition = u.community_multilevel()
     return {
         "average_clustering": u.transitivity_avglocal_undirected(mode="zero"),
         "transitivity": 0.0 if np.isnan(transitivity) else transitivity,
@@ -304,19 +307,53 @@ def _oriented_features(g: igraph.Graph, u: igraph.Graph) -> dict[str, float]:
     }
 
 
+@random_state("igraph")
 def _small_world_sigma(u: igraph.Graph, references: int, seed: int) -> float:
     """sigma = (C / C_r) / (L / L_r): average clustering C and mean path length L against
     degree-preserving random rewirings (Humphries & Gurney 2008; as networkx's ``sigma``,
-    but rewired with igraph's degree-preserving swaps, connectivity not enforced)."""
+    but rewired with igraph's degree-preserving swaps, seeded, connectivity not enforced)."""
     if isinstance(references, bool) or not isinstance(references, int) or references < 1:
         raise ValueError(f"small_world_references must be an integer >= 1, got {references!r}")
     clustering, length = u.transitivity_avglocal_undirected(mode="zero"), u.average_path_length()
     reference_c, reference_l = [], []
-    with _igraph_seed(seed):
-        for _ in range(references):
-            random_graph = u.copy()
-            random_graph.rewire(n=10 * u.ecount())
-            reference_c.append(random_graph.transitivity_avglocal_undirected(mode="zero"))
-            reference_l.append(random_graph.average_path_length())
+    for _ in range(references):
+        random_graph = u.copy()
+        random_graph.rewire(n=10 * u.ecount())
+        reference_c.append(random_graph.transitivity_avglocal_undirected(mode="zero"))
+        reference_l.append(random_graph.average_path_length())
     with np.errstate(divide="ignore", invalid="ignore"):
         return float((clustering / np.mean(reference_c)) / (length / np.mean(reference_l)))
+
+
+def _study_summary(name: str, values: object) -> dict[str, float]:
+    """Mean, sample variance and standard deviation with the standard library, as the study."""
+    values = list(values)
+    variance = statistics.variance(values)
+    return {f"{name}_mean": statistics.fmean(values), f"{name}_var": variance, f"{name}_std": variance**0.5}
+
+
+def networkx_study_features(graph: nx.Graph) -> dict[str, float]:
+    """The study's 23 features of a connected undirected graph computed as the study did, with
+    networkx (its conventions: DAG lower -> higher index, density E/(N(N-1)), normalised
+    centralities, sample variance). Many times slower than ``graph_features``; kept as the
+    independent reference those are tested against and benchmarks/bench_features.py times."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from(graph)
+    dag.add_edges_from((min(u, v), max(u, v)) for u, v in graph.edges())
+    n = graph.number_of_nodes()
+    row = {
+        "layers": nx.dag_longest_path_length(dag) + 1,
+        "nodes": n,
+        "edges": graph.number_of_edges(),
+        "source_nodes": sum(1 for _, d in dag.in_degree() if d == 0),
+        "sink_nodes": sum(1 for _, d in dag.out_degree() if d == 0),
+        "diameter": nx.diameter(graph),
+        "density": graph.number_of_edges() / (n * (n - 1)),
+        "average_shortest_path_length": nx.average_shortest_path_length(graph),
+        **_study_summary("eccentricity", nx.eccentricity(graph).values()),
+        **_study_summary("degree", nx.degree_centrality(graph).values()),
+        **_study_summary("closeness", nx.closeness_centrality(graph).values()),
+        **_study_summary("nodes_betweenness", nx.betweenness_centrality(graph).values()),
+        **_study_summary("edge_betweenness", nx.edge_betweenness_centrality(graph).values()),
+    }
+    return {name: row[name] for name in STUDY_FEATURES}

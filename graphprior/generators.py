@@ -6,17 +6,20 @@ seed, same graph) and checks its parameters before drawing anything, raising a
 implements as they are defined in the literature (it is several times faster);
 networkx builds the others. ``GENERATORS`` maps a name to its function so sweeps can say
 ``generator = "watts_strogatz"``; ``generate(name, seed=..., **params)`` calls one.
+:func:`random_state` is the one seed discipline: it checks ``seed`` and hands a generator
+(or any other seeded function, e.g. in ``graphprior.features``) the random source it draws
+from, igraph's global generator included.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import inspect
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Literal, TypeVar, Union, get_args
 
 import igraph
 import networkx as nx
@@ -41,6 +44,7 @@ __all__ = [
     "powerlaw_cluster",
     "random_geometric",
     "random_regular",
+    "random_state",
     "ring_lattice",
     "save_graph",
     "stochastic_block",
@@ -70,22 +74,66 @@ def _check_float(name: str, value: object, low: float, high: float) -> float:
 
 
 def _check_seed(seed: object) -> int | None:
+    """``seed`` itself when it is None or an integer >= 0, else the ValueError naming it."""
     if seed is None:
         return None
     return _check_int("seed", seed, 0)
 
 
-@contextlib.contextmanager
-def _igraph_seed(seed: int | None) -> Iterator[None]:
-    """Run igraph's generators on a ``random.Random(seed)`` and restore its default after."""
-    if seed is None:
-        yield
-        return
-    igraph.set_random_number_generator(random.Random(seed))
-    try:
-        yield
-    finally:
-        igraph.set_random_number_generator(random)
+SeedKind = Literal["int", "random", "numpy", "igraph"]
+_SEED_KINDS: tuple[str, ...] = get_args(SeedKind)
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def random_state(kind: SeedKind) -> Callable[[_Function], _Function]:
+    """Decorator: check the function's ``seed`` argument once and hand it the generator it needs.
+
+    The one seed discipline of the toolkit (after networkx's ``py_random_state`` and
+    ``np_random_state``). ``seed`` must be None or an integer >= 0 (else a ValueError naming
+    it); the function then receives as ``seed``:
+
+    * ``"int"``: the checked seed itself, for functions that draw nothing or pass it on;
+    * ``"random"``: a ``random.Random(seed)`` (the global ``random`` module for None), the
+      stream networkx's generators draw from when given the integer;
+    * ``"numpy"``: ``np.random.default_rng(seed)``;
+    * ``"igraph"``: the ``"random"`` generator, also installed as igraph's random number
+      generator for the call (igraph has no per-call seed) and replaced by igraph's default,
+      the ``random`` module, afterwards; for None igraph's generator is left as it is.
+    """
+    if kind not in _SEED_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(_SEED_KINDS)}, got {kind!r}")
+
+    def decorate(function: _Function) -> _Function:
+        signature = inspect.signature(function)
+        if "seed" not in signature.parameters:
+            raise ValueError(f"function: {function.__name__} has no seed parameter to seed")
+
+        @functools.wraps(function)
+        def seeded(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            seed = _check_seed(bound.arguments["seed"])
+            bound.arguments["seed"] = _random_source(kind, seed)
+            if kind != "igraph" or seed is None:
+                return function(*bound.args, **bound.kwargs)
+            igraph.set_random_number_generator(bound.arguments["seed"])
+            try:
+                return function(*bound.args, **bound.kwargs)
+            finally:
+                igraph.set_random_number_generator(random)
+
+        return seeded  # type: ignore[return-value]
+
+    return decorate
+
+
+def _random_source(kind: SeedKind, seed: int | None) -> Any:
+    """What a ``random_state(kind)`` function receives as ``seed`` for a checked seed."""
+    if kind == "int":
+        return seed
+    if kind == "numpy":
+        return np.random.default_rng(seed)
+    return random if seed is None else random.Random(seed)
 
 
 def _from_edges(n: int, edges: object, directed: bool = False) -> igraph.Graph:
@@ -95,6 +143,7 @@ def _from_edges(n: int, edges: object, directed: bool = False) -> igraph.Graph:
 # ----------------------------------------------------------------------------- small worlds
 
 
+@random_state("random")
 def watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.Graph:
     """Watts–Strogatz small world: a ring of ``n`` nodes each joined to its ``k`` nearest
     neighbours, each edge's far end rewired with probability ``p``.
@@ -106,9 +155,10 @@ def watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.
     n = _check_int("n", n, 3)
     k = _check_even_k(k, n)
     p = _check_float("p", p, 0.0, 1.0)
-    return to_igraph(nx.watts_strogatz_graph(n, k, p, seed=_check_seed(seed)))
+    return to_igraph(nx.watts_strogatz_graph(n, k, p, seed=seed))
 
 
+@random_state("random")
 def connected_watts_strogatz(
     n: int, k: int, p: float, tries: int = 100, seed: int | None = None
 ) -> igraph.Graph:
@@ -124,12 +174,13 @@ def connected_watts_strogatz(
     p = _check_float("p", p, 0.0, 1.0)
     tries = _check_int("tries", tries, 1)
     try:
-        graph = nx.connected_watts_strogatz_graph(n, k, p, tries=tries, seed=_check_seed(seed))
+        graph = nx.connected_watts_strogatz_graph(n, k, p, tries=tries, seed=seed)
     except nx.NetworkXError as error:
         raise RuntimeError(f"no connected Watts–Strogatz graph in {tries} tries (n={n}, k={k}, p={p})") from error
     return to_igraph(graph)
 
 
+@random_state("random")
 def newman_watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.Graph:
     """Newman–Watts small world: the ring lattice plus, per lattice edge, a shortcut with
     probability ``p`` (no edge is removed, so the graph stays connected).
@@ -140,9 +191,10 @@ def newman_watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> 
     n = _check_int("n", n, 3)
     k = _check_even_k(k, n)
     p = _check_float("p", p, 0.0, 1.0)
-    return to_igraph(nx.newman_watts_strogatz_graph(n, k, p, seed=_check_seed(seed)))
+    return to_igraph(nx.newman_watts_strogatz_graph(n, k, p, seed=seed))
 
 
+@random_state("numpy")
 def ws_flex(n: int, k: float, p: float, seed: int | None = None) -> igraph.Graph:
     """WS-flex: a Watts–Strogatz graph with a non-integer mean degree ``k``.
 
@@ -155,13 +207,12 @@ def ws_flex(n: int, k: float, p: float, seed: int | None = None) -> igraph.Graph
     n = _check_int("n", n, 5)
     k = _check_float("k", k, 2.0, n - 3)
     p = _check_float("p", p, 0.0, 1.0)
-    rng = np.random.default_rng(_check_seed(seed))
     half = int(k // 2)
     nodes = np.arange(n)
     edges = [(u, (u + d) % n) for d in range(1, half + 1) for u in nodes]
     extra = int(round(n * k / 2)) - n * half
-    edges += [(u, (u + half + 1) % n) for u in rng.choice(n, size=extra, replace=False)]
-    return _from_edges(n, _rewire_far_ends(n, edges, p, rng))
+    edges += [(u, (u + half + 1) % n) for u in seed.choice(n, size=extra, replace=False)]
+    return _from_edges(n, _rewire_far_ends(n, edges, p, seed))
 
 
 def _rewire_far_ends(n: int, edges: list[tuple[int, int]], p: float, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -186,12 +237,12 @@ def _rewire_far_ends(n: int, edges: list[tuple[int, int]], p: float, rng: np.ran
     return rewired
 
 
+@random_state("int")
 def ring_lattice(n: int, k: int, seed: int | None = None) -> igraph.Graph:
     """Ring lattice: ``n`` nodes on a ring, each joined to its ``k`` nearest neighbours
     (the Watts–Strogatz graph at p = 0; deterministic, ``seed`` is accepted and unused)."""
     n = _check_int("n", n, 3)
     k = _check_even_k(k, n)
-    _check_seed(seed)
     return igraph.Graph.Watts_Strogatz(1, n, k // 2, 0.0)
 
 
@@ -205,6 +256,7 @@ def _check_even_k(k: object, n: int) -> int:
 # ----------------------------------------------------------------------------- scale free
 
 
+@random_state("random")
 def barabasi_albert(n: int, m: int, seed: int | None = None, initial: str = "empty") -> igraph.Graph:
     """Barabási–Albert preferential attachment: each new node links to ``m`` distinct
     existing nodes chosen with probability proportional to their degree.
@@ -222,9 +274,10 @@ def barabasi_albert(n: int, m: int, seed: int | None = None, initial: str = "emp
     centre = m if initial == "empty" else 0  # empty: the state after node m joined nodes 0..m-1
     start = nx.empty_graph(m + 1)
     start.add_edges_from((centre, v) for v in range(m + 1) if v != centre)
-    return to_igraph(nx.barabasi_albert_graph(n, m, seed=_check_seed(seed), initial_graph=start))
+    return to_igraph(nx.barabasi_albert_graph(n, m, seed=seed, initial_graph=start))
 
 
+@random_state("random")
 def powerlaw_cluster(n: int, m: int, p: float, seed: int | None = None) -> igraph.Graph:
     """Holme–Kim power-law graph with tunable clustering: Barabási–Albert attachment where,
     with probability ``p``, each further link closes a triangle.
@@ -234,9 +287,10 @@ def powerlaw_cluster(n: int, m: int, p: float, seed: int | None = None) -> igrap
     n = _check_int("n", n, 2)
     m = _check_int("m", m, 1, n - 1)
     p = _check_float("p", p, 0.0, 1.0)
-    return to_igraph(nx.powerlaw_cluster_graph(n, m, p, seed=_check_seed(seed)))
+    return to_igraph(nx.powerlaw_cluster_graph(n, m, p, seed=seed))
 
 
+@random_state("random")
 def directed_scale_free(
     n: int,
     alpha: float = 0.41,
@@ -261,7 +315,7 @@ def directed_scale_free(
     _check_float("delta_in", delta_in, 0.0, float("inf"))
     _check_float("delta_out", delta_out, 0.0, float("inf"))
     multi = nx.scale_free_graph(
-        n, alpha=alpha, beta=beta, gamma=gamma, delta_in=delta_in, delta_out=delta_out, seed=_check_seed(seed)
+        n, alpha=alpha, beta=beta, gamma=gamma, delta_in=delta_in, delta_out=delta_out, seed=seed
     )
     simple = nx.DiGraph(multi)
     simple.remove_edges_from(nx.selfloop_edges(simple))
@@ -271,6 +325,7 @@ def directed_scale_free(
 # ----------------------------------------------------------------------------- classic random graphs
 
 
+@random_state("igraph")
 def erdos_renyi_gnp(n: int, p: float, seed: int | None = None) -> igraph.Graph:
     """Erdős–Rényi G(n, p): each of the n(n-1)/2 node pairs is an edge with probability ``p``.
 
@@ -278,10 +333,10 @@ def erdos_renyi_gnp(n: int, p: float, seed: int | None = None) -> igraph.Graph:
     """
     n = _check_int("n", n, 1)
     p = _check_float("p", p, 0.0, 1.0)
-    with _igraph_seed(_check_seed(seed)):
-        return igraph.Graph.Erdos_Renyi(n=n, p=p)
+    return igraph.Graph.Erdos_Renyi(n=n, p=p)
 
 
+@random_state("igraph")
 def erdos_renyi_gnm(n: int, m: int, seed: int | None = None) -> igraph.Graph:
     """Erdős–Rényi G(n, m): ``m`` edges drawn uniformly among all node pairs.
 
@@ -289,10 +344,10 @@ def erdos_renyi_gnm(n: int, m: int, seed: int | None = None) -> igraph.Graph:
     """
     n = _check_int("n", n, 1)
     m = _check_int("m", m, 0, n * (n - 1) // 2)
-    with _igraph_seed(_check_seed(seed)):
-        return igraph.Graph.Erdos_Renyi(n=n, m=m)
+    return igraph.Graph.Erdos_Renyi(n=n, m=m)
 
 
+@random_state("igraph")
 def random_regular(n: int, d: int, seed: int | None = None) -> igraph.Graph:
     """Uniform-like random ``d``-regular graph: every node has degree exactly ``d``.
 
@@ -302,17 +357,17 @@ def random_regular(n: int, d: int, seed: int | None = None) -> igraph.Graph:
     d = _check_int("d", d, 0, n - 1)
     if n * d % 2:
         raise ValueError(f"n * d must be even for a d-regular graph, got n={n}, d={d}")
-    with _igraph_seed(_check_seed(seed)):
-        return igraph.Graph.K_Regular(n, d)
+    return igraph.Graph.K_Regular(n, d)
 
 
+@random_state("int")
 def complete(n: int, seed: int | None = None) -> igraph.Graph:
     """Complete graph K_n (deterministic; ``seed`` is accepted and unused): the dense baseline."""
     n = _check_int("n", n, 1)
-    _check_seed(seed)
     return igraph.Graph.Full(n)
 
 
+@random_state("igraph")
 def stochastic_block(sizes: Sequence[int], p: Sequence[Sequence[float]], seed: int | None = None) -> igraph.Graph:
     """Stochastic block model: blocks of the given ``sizes`` (consecutive node ids), nodes of
     blocks r and s joined with probability ``p[r][s]`` (``p`` symmetric).
@@ -327,10 +382,10 @@ def stochastic_block(sizes: Sequence[int], p: Sequence[Sequence[float]], seed: i
         raise ValueError(f"p must be a {len(sizes)} x {len(sizes)} matrix (one row per block), got shape {matrix.shape}")
     if not np.all((matrix >= 0) & (matrix <= 1)) or not np.allclose(matrix, matrix.T):
         raise ValueError("p must be symmetric with entries in [0, 1]")
-    with _igraph_seed(_check_seed(seed)):
-        return igraph.Graph.SBM(matrix.tolist(), sizes)
+    return igraph.Graph.SBM(matrix.tolist(), sizes)
 
 
+@random_state("int")
 def planted_partition(groups: int, size: int, p_in: float, p_out: float, seed: int | None = None) -> igraph.Graph:
     """Planted partition: ``groups`` blocks of ``size`` nodes, joined with probability
     ``p_in`` inside a block and ``p_out`` between blocks (a stochastic block model).
@@ -347,6 +402,7 @@ def planted_partition(groups: int, size: int, p_in: float, p_out: float, seed: i
     return stochastic_block([size] * groups, matrix, seed=seed)
 
 
+@random_state("igraph")
 def random_geometric(n: int, radius: float, torus: bool = False, seed: int | None = None) -> igraph.Graph:
     """Random geometric graph: ``n`` points uniform in the unit square (or torus), joined
     when closer than ``radius``. Coordinates are kept as vertex attributes ``x``, ``y``.
@@ -355,8 +411,7 @@ def random_geometric(n: int, radius: float, torus: bool = False, seed: int | Non
     """
     n = _check_int("n", n, 1)
     radius = _check_float("radius", radius, 0.0, float(np.sqrt(2)))
-    with _igraph_seed(_check_seed(seed)):
-        return igraph.Graph.GRG(n, radius, torus=bool(torus))
+    return igraph.Graph.GRG(n, radius, torus=bool(torus))
 
 
 # ----------------------------------------------------------------------------- registry

@@ -7,8 +7,8 @@ repeated k-fold cross-validation grouped by graph (runs of one graph never sit o
 sides of a split), several regressors against a mean baseline, rank metrics next to R²,
 permutation importances and feature ablations (does structure predict beyond size?).
 
-Every table is normalised into a :class:`PredictionTable` with the columns ``cell``,
-``group``, the feature columns and the target.
+Every table is normalised (``graphprior.table.normalise``) into a :class:`PredictionTable`
+with the columns ``cell``, ``group``, the feature columns and the target.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from sklearn.svm import SVR
 
 from graphprior.features import FEATURE_NAMES, STUDY_FEATURES
 from graphprior.store import read_table
+from graphprior.table import TABLE_SUFFIXES, normalise, read_frame
 
 TARGET = "test_acc"
 SIZE_FEATURES: tuple[str, ...] = ("layers", "nodes", "edges", "source_nodes", "sink_nodes")
@@ -233,49 +234,18 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], argument: str) -
 
 
 def read_source(source: TableSource) -> pd.DataFrame:
-    """One raw table from a DataFrame, a ``.csv``/``.parquet`` file or a results store ``.db``."""
+    """One raw table from a DataFrame, a ``.csv``/``.parquet``/``.pq`` file or a results store ``.db``."""
     if isinstance(source, pd.DataFrame):
         return source.copy()
     path = Path(source)
     if not path.exists():
         raise ValueError(f"source: file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
+    if suffix in TABLE_SUFFIXES:
+        return read_frame(path)
     if suffix in (".db", ".sqlite", ".sqlite3"):
         return read_table(path)
-    raise ValueError(f"source: unsupported file type {suffix!r}; allowed: .csv, .parquet, .db")
-
-
-def normalise(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
-    """Add ``cell`` and ``group`` columns to a raw table of either known format.
-
-    A results store has ``cell`` and ``graph_id`` (and ``status``: only ``done`` runs are
-    kept). The study's tables have ``mode`` (e.g. ``RNN_TANH``) and a graph is
-    ``(graph, graph_nr)`` within a mode (every cell type was trained on its own graphs).
-    Without any graph identifier every row is its own group.
-    """
-    frame = frame.copy()
-    if "status" in frame.columns:
-        frame = frame[frame["status"] == "done"]
-    frame = frame.reset_index(drop=True)
-    if "cell" in frame.columns:
-        cell = frame["cell"].astype(str).str.lower()
-    elif "mode" in frame.columns:
-        cell = frame["mode"].astype(str).str.lower()
-    else:
-        cell = pd.Series("all", index=frame.index)
-    if "graph_id" in frame.columns:
-        group = frame["graph_id"].astype(str)
-    elif {"graph", "graph_nr"} <= set(frame.columns):
-        group = cell + "/" + frame["graph"].astype(str) + "/" + frame["graph_nr"].astype(str)
-    elif "run_id" in frame.columns:
-        group = frame["run_id"].astype(str)
-    else:
-        group = name + "row" + frame.index.astype(str)
-    return frame.assign(cell=cell.to_numpy(), group=group.to_numpy())
+    raise ValueError(f"source: unsupported file type {suffix!r}; allowed: {', '.join(TABLE_SUFFIXES)}, .db")
 
 
 def load_table(

@@ -5,9 +5,9 @@ generators with parameter grids or seeded distributions, how a graph becomes a
 recurrent network (``model``), the Reber tasks, the training settings and the seeds.
 :func:`expand` turns it into a list of frozen :class:`RunConfig` objects, each with a
 stable ``run_id`` (hash of its canonical JSON, as OpenLTH keys runs by the hash of their
-hyperparameters) and a ``graph_id`` shared by all runs built from the same generator
-call (a record stores the content fingerprint of the built graph instead, see
-``graphprior.sweep.graph_id``).
+hyperparameters) and a ``draw_id`` shared by all runs whose graph comes from the same
+generator call. A graph's identity is its content, ``graph_id`` (see
+``graphprior.sweep.graph_id``), known once the graph is drawn.
 
 Parameter values of a generator may be
 
@@ -23,6 +23,7 @@ Parameter values of a generator may be
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import inspect
@@ -32,6 +33,7 @@ import math
 import operator
 import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,8 +46,11 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    create_model,
     model_validator,
 )
+
+from rnn_models.config import ConfigError, TrainConfig
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 Scalar = Union[bool, int, float, str]
@@ -289,19 +294,36 @@ class TaskSpec(_Strict):
     seed: int = Field(default=0, ge=0)
 
 
-class TrainSpec(_Strict):
-    """Training settings; the fields mirror ``rnn_models.train.TrainConfig`` (its ``seed`` is the run's seed)."""
+SWEEP_TRAIN_DEFAULTS: dict[str, Any] = {"clip": 5.0}
+"""Where a sweep's training default differs from ``TrainConfig``'s: the study clipped
+gradients at a norm of 5."""
 
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(default=128, ge=1)
-    epochs: int = Field(default=15, ge=1, le=100_000)
-    clip: float | None = Field(default=5.0, gt=0.0)
-    patience: int | None = Field(default=None, ge=1)
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
-    bucket: bool = True
+
+class _TrainChecks(_Strict):
+    """Runs ``rnn_models.config.TrainConfig``'s own checks on a spec's ``[train]`` table."""
+
+    @model_validator(mode="after")
+    def _check_with_train_config(self) -> "_TrainChecks":
+        try:
+            TrainConfig(**self.model_dump(), seed=0)
+        except ConfigError as error:
+            raise _PathError((error.field,), f"must be {error.allowed}, got {error.value!r}") from None
+        return self
+
+
+def _train_spec() -> type[BaseModel]:
+    """``TrainSpec``: the fields of ``TrainConfig`` (less ``seed``, which is the run's),
+    their types and defaults (``SWEEP_TRAIN_DEFAULTS`` where a sweep's differ) and its
+    checks, so the two are defined once."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: (hints[f.name], SWEEP_TRAIN_DEFAULTS.get(f.name, f.default))
+              for f in dataclasses.fields(TrainConfig) if f.name != "seed"}
+    spec = create_model("TrainSpec", __base__=_TrainChecks, **fields)
+    spec.__doc__ = "Training settings: ``rnn_models.config.TrainConfig``'s fields and checks (its ``seed`` is the run's)."
+    return spec
+
+
+TrainSpec = _train_spec()
 
 
 class SweepSpec(_Strict):
@@ -513,11 +535,11 @@ class RunConfig(_Strict):
         return _digest(self.canonical())
 
     @cached_property
-    def graph_id(self) -> str:
-        """Hash of (generator, params, graph seed): runs built by the same generator call share
-        it. Records use the built graph's content fingerprint instead (equal for equal graphs
-        from different seeds, e.g. ring lattices); this is the fallback for runs whose graph
-        was never built."""
+    def draw_id(self) -> str:
+        """Hash of the generator call (generator, params, graph seed): runs that draw their
+        graph by the same call share it. It names a draw, not a graph: equal graphs drawn by
+        different calls (a ring lattice for every seed) differ here and share ``graph_id``,
+        the content fingerprint their records carry."""
         return _digest([self.generator, self.params, self.graph_seed])
 
     def group_key(self) -> tuple:

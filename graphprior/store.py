@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from graphprior.table import check_table_path, table_frame, write_table
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "graphprior-results"
 STATUSES = ("done", "failed")
@@ -44,6 +46,7 @@ _SCHEMA = (
 _COLUMNS = ("run_id", "graph_id", "seed", "status", "reason", "config", "flat", "metrics",
             "history", "features", "seconds", "versions")
 _JSON_COLUMNS = ("config", "flat", "metrics", "history", "features", "versions")
+_NO_GRAPH = ""  # a graph_id of None, in a column that every store since version 1 declares NOT NULL
 
 
 class StoreError(ValueError):
@@ -52,10 +55,15 @@ class StoreError(ValueError):
 
 @dataclass
 class RunRecord:
-    """The outcome of one run, as stored: config, status, metrics, history, features, timing."""
+    """The outcome of one run, as stored: config, status, metrics, history, features, timing.
+
+    ``graph_id`` is the content fingerprint of the run's graph
+    (``graphprior.generators.graph_fingerprint``; ``graphprior.sweep.graph_id`` for per-gate
+    graphs), None for a failed run whose graph could not be drawn.
+    """
 
     run_id: str
-    graph_id: str
+    graph_id: str | None
     seed: int
     status: str
     config: dict[str, Any]
@@ -161,6 +169,7 @@ class ResultsStore:
         done run is never overwritten.
         """
         values = asdict(record)
+        values["graph_id"] = _NO_GRAPH if record.graph_id is None else record.graph_id
         row = tuple(_dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in _COLUMNS)
         placeholders = ", ".join("?" for _ in _COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
@@ -194,6 +203,7 @@ class ResultsStore:
             values = dict(zip(_COLUMNS, row))
             for column in _JSON_COLUMNS:
                 values[column] = json.loads(values[column])
+            values["graph_id"] = values["graph_id"] or None
             yield RunRecord(**values)
 
 
@@ -211,43 +221,14 @@ class _Transaction:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """The flat results table: one row per run.
-
-    Columns: ``run_id``, ``graph_id``, ``status``, ``reason``, the flattened config
-    (``generator``, graph parameters such as ``n``/``k``/``p``, ``cell``, ``mapping``, ...),
-    the structural features, the final epoch's metrics (``epoch``, ``test_acc``,
-    ``test_loss``, ..., ``fit_seconds``, ``cpu_seconds``) and the run's ``seconds``.
-    """
+    """The flat results table of a store: one row per run (``graphprior.table.flat_row``)."""
     with ResultsStore(path, create=False) as store:
-        rows = [_flat_row(record) for record in store.records()]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame(columns=["run_id", "graph_id", "status", "reason", "cell", "test_acc", "seconds"])
-    return frame
-
-
-def _flat_row(record: RunRecord) -> dict[str, Any]:
-    row: dict[str, Any] = {"run_id": record.run_id, "graph_id": record.graph_id,
-                           "status": record.status, "reason": record.reason}
-    row.update(record.flat)
-    for name, value in record.features.items():
-        row[name if name not in row else f"feature_{name}"] = value
-    for name, value in record.metrics.items():
-        row[name if name not in row else f"metric_{name}"] = value
-    row["seconds"] = record.seconds
-    return row
+        return table_frame(store.records())
 
 
 def export_table(store_path: str | Path, output: str | Path) -> pd.DataFrame:
     """Write the flat table to ``output``: CSV for ``.csv``, Parquet for ``.parquet``/``.pq``."""
-    output = Path(output)
-    suffix = output.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"output must end in .csv, .parquet or .pq, got {output.name!r}")
+    output = check_table_path(output)
     frame = read_table(store_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(output, index=False)
-    else:
-        frame.to_parquet(output, index=False)
+    write_table(frame, output)
     return frame

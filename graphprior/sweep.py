@@ -117,32 +117,33 @@ def train_config(config: RunConfig) -> Any:
     return TrainConfig(**config.train.model_dump(), seed=config.seed)
 
 
-def run_one(config: RunConfig) -> RunRecord:
+def run_one(config: RunConfig, hooks: Sequence[Any] = ()) -> RunRecord:
     """Train and evaluate one run: graph -> prior -> model -> fit -> features -> record.
 
     Besides the final epoch's metrics, ``metrics`` holds ``fit_seconds`` and ``cpu_seconds``:
     the wall-clock and CPU time of training and evaluation (CPU time stays meaningful on a
-    busy machine); ``seconds`` of the record is the whole run.
+    busy machine); ``seconds`` of the record is the whole run. ``hooks`` go to
+    ``rnn_models.train.fit``; what they record joins the run's history in the store.
     """
     from rnn_models.train import fit
 
     start = time.perf_counter()
     built = _build_run(config)
     cpu_start = time.process_time()
-    history = fit(built.model, built.train, built.test, train_config(config))
+    history = fit(built.model, built.train, built.test, train_config(config), hooks=hooks)
     cpu_seconds = time.process_time() - cpu_start
     return _finish(built, history, cpu_seconds, seconds=time.perf_counter() - start)
 
 
-def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[RunRecord]:
-    """The ensemble group trainer: the group's runs trained at once where they fit together.
+def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequence[Any] = ()) -> list[RunRecord]:
+    """The group trainer: the group's runs that fit together go through one ``fit`` call.
 
-    Runs whose models share cell type and hidden size go through one call of
-    ``rnn_models.ensemble.fit_ensemble``; layered runs of one cell type (any DAG shape)
-    through one call of ``rnn_models.ensemble_layered.fit_layered_ensemble``. Each picks
-    the fastest strategy (``"auto"``) or uses the one given; the records equal those of
-    :func:`run_one` up to float tolerance. CPU and wall seconds of a shared call are split
-    evenly among its models.
+    Runs of one cell type, mapping and hidden size are given to
+    ``rnn_models.train.fit`` as one sequence of models, which trains them together as a
+    stack where ``engine`` (``"auto"``: ``rnn_models.engines.choose_engine``) says so and
+    one by one otherwise; the records equal those of :func:`run_one` up to float
+    tolerance. CPU and wall seconds of a shared call are split evenly among its models.
+    ``hooks`` go to ``fit`` (pass them with ``functools.partial`` as a sweep's ``group_fn``).
     """
     records: dict[str, RunRecord] = {}
     subgroups: dict[tuple, list[_BuiltRun]] = {}
@@ -159,7 +160,7 @@ def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[R
     for members in subgroups.values():
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
-            histories = _fit_together(members, strategy)
+            histories = _fit_together(members, engine, hooks)
         except Exception as error:  # noqa: BLE001
             seconds = (time.perf_counter() - start) / len(members)
             records.update({m.config.run_id: _failure(m.config, error, seconds) for m in members})
@@ -174,15 +175,13 @@ def run_ensemble(configs: Sequence[RunConfig], strategy: str = "auto") -> list[R
     return [records[config.run_id] for config in configs]
 
 
-def _fit_together(members: Sequence["_BuiltRun"], strategy: str) -> list[Any]:
-    """One ensemble fit of compatible built runs: their histories, in order."""
-    from rnn_models.ensemble import fit_ensemble
-    from rnn_models.ensemble_layered import fit_layered_ensemble
+def _fit_together(members: Sequence["_BuiltRun"], engine: str, hooks: Sequence[Any]) -> list[Any]:
+    """One ``fit`` call for compatible built runs: their histories, in order."""
+    from rnn_models.train import fit
 
     first = members[0]
-    fit_all = fit_layered_ensemble if first.config.mapping == "layered" else fit_ensemble
-    return fit_all([m.model for m in members], first.train, first.test, train_config(first.config),
-                   strategy=strategy)
+    return fit([m.model for m in members], first.train, first.test, train_config(first.config), hooks=hooks,
+               engine=engine)
 
 
 @dataclass(frozen=True)
@@ -228,8 +227,8 @@ def _outcome(history: Any) -> tuple[str, str | None]:
 
 
 def graph_id(graphs: Sequence[Any]) -> str:
-    """The ``graph_id`` of a run's record: the content fingerprint of its graph (or of its
-    per-gate graphs together), so runs on equal graphs share it whatever built them."""
+    """The ``graph_id`` of a run: the content fingerprint of its graph (or of its per-gate
+    graphs together), so runs on equal graphs share it whatever generator call drew them."""
     from graphprior.generators import graph_fingerprint
 
     prints = [graph_fingerprint(g) for g in graphs]
@@ -238,13 +237,22 @@ def graph_id(graphs: Sequence[Any]) -> str:
 
 def _record(config: RunConfig, status: str, reason: str | None, seconds: float,
             graph_id: str | None = None, **results: Any) -> RunRecord:
-    """A run's record; ``graph_id`` defaults to the config's (for runs whose graph was
-    never built)."""
+    """A run's record. Its ``graph_id`` is always the content fingerprint: the given one,
+    else (a run that failed before or after drawing its graph) that of the graph drawn
+    again, which its seed makes the same; None when the graph cannot be drawn at all."""
     return RunRecord(
-        run_id=config.run_id, graph_id=graph_id or config.graph_id, seed=config.seed, status=status,
+        run_id=config.run_id, graph_id=graph_id or _drawn_graph_id(config), seed=config.seed, status=status,
         reason=reason, config=config.canonical(), flat=config.flat(), seconds=seconds,
         versions=library_versions(), **results,
     )
+
+
+def _drawn_graph_id(config: RunConfig) -> str | None:
+    """``graph_id`` of the run's graphs drawn anew, None when its generator call fails."""
+    try:
+        return graph_id(prior_graphs(config))
+    except Exception:  # noqa: BLE001 -- the run's failure reason already names the error
+        return None
 
 
 def guarded(run_fn: RunFn, config: RunConfig) -> RunRecord:
@@ -323,7 +331,7 @@ def run_sweep(
     Runs sharing cell, node count, task, training settings and seed are sent to a worker
     in groups of up to ``group_size``; ``group_fn`` trains one group and must be picklable
     for the process and Ray backends (default: :func:`run_ensemble` for groups, which
-    trains compatible runs as one ensemble where that is faster, else :func:`run_group`).
+    trains compatible runs together where that is faster, else :func:`run_group`).
     """
     spec = validate_spec(spec)
     group_fn = group_fn or (run_ensemble if group_size > 1 else run_group)

@@ -1,25 +1,33 @@
 """rnn_models: masked recurrent modules on torch's fused kernels, the study's layered
-architecture, and one training loop. Depends on torch only; masks are bool tensors.
+architecture, one training loop with hooks, and one engine per job (``rnn_models.engines``).
+Depends on torch only; masks are bool tensors.
 
-See docs/models.md for usage.
+The names below load their module on first use (PEP 562), so ``rnn_models.config`` (the
+training hyper-parameters) can be imported without torch. See docs/models.md for usage.
 """
 
-from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
-from rnn_models.masked import GATES, MaskedGRU, MaskedLSTM, MaskedRNN, make_rnn
-from rnn_models.train import History, NextSymbolModel, SequenceClassifier, TrainConfig, fit
+from __future__ import annotations
 
-__all__ = [
-    "GATES",
-    "History",
-    "LayerConnection",
-    "LayeredRNN",
-    "LayeredStructure",
-    "MaskedGRU",
-    "MaskedLSTM",
-    "MaskedRNN",
-    "NextSymbolModel",
-    "SequenceClassifier",
-    "TrainConfig",
-    "fit",
-    "make_rnn",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "choose_engine": "engines",
+    "LayerConnection": "layered", "LayeredRNN": "layered", "LayeredStructure": "layered",
+    "GATES": "masked", "MaskedGRU": "masked", "MaskedLSTM": "masked", "MaskedRNN": "masked", "Remask": "masked",
+    "make_rnn": "masked",
+    "TrainConfig": "config",
+    "History": "train", "Hook": "train", "NextSymbolModel": "train", "SequenceClassifier": "train",
+    "TrainState": "train", "fit": "train",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'rnn_models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rnn_models.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

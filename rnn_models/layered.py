@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnn_models import native
+from rnn_models.engines import check_engine, choose_engine
 from rnn_models.masked import GATES, make_rnn
 
 SequenceBatch = Union[torch.Tensor, PackedSequence]
@@ -162,10 +163,15 @@ class LayeredRNN(nn.Module):
     every block into layer ``j`` (they update the same nodes); otherwise they are dense, as
     in the study. Inputs are ``(B, T, F)`` with ``batch_first=True``, ``(T, B, F)``
     otherwise, or a ``PackedSequence``; states start at zero.
+
+    ``engine``: ``"compiled"`` runs the whole network as one ``rnn_models.native`` call each
+    way (batched float32 CPU tensors only), ``"torch"`` one torch kernel call per DAG layer
+    (any input), ``"auto"`` (default) whichever ``rnn_models.engines.choose_engine`` picks
+    for each input. Both compute the same function; the attribute may be changed later.
     """
 
     def __init__(self, structure: LayeredStructure, input_size: int, cell: str = "rnn_tanh",
-                 batch_first: bool = False, bias: bool = True) -> None:
+                 batch_first: bool = False, bias: bool = True, engine: str = "auto") -> None:
         super().__init__()
         if not isinstance(structure, LayeredStructure):
             raise ValueError(f"structure must be a LayeredStructure, got {type(structure).__name__}")
@@ -178,6 +184,7 @@ class LayeredRNN(nn.Module):
         self.input_size = input_size
         self.batch_first = batch_first
         self.bias = bias
+        self.engine = check_engine("layered", engine)
         self.connections = tuple(
             tuple(sorted((c for c in structure.connections if c.target == j), key=lambda c: (c.is_skip, c.source)))
             for j in range(structure.depth))
@@ -187,10 +194,11 @@ class LayeredRNN(nn.Module):
         self._native_plan = self._plan()
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickling: a model saved before ``_native_plan`` existed gets one."""
+        """Unpickling: a model saved before ``_native_plan`` or ``engine`` existed gets them."""
         super().__setstate__(state)
         if "_native_plan" not in self.__dict__:
             self._native_plan = self._plan()
+        self.__dict__.setdefault("engine", "auto")
 
     @property
     def output_size(self) -> int:
@@ -260,13 +268,9 @@ class LayeredRNN(nn.Module):
 
     def forward(self, input: SequenceBatch) -> tuple[SequenceBatch, tuple[Any, ...]]:
         """Return ``(output, states)``: the last layer's output sequence (same layout as
-        ``input``) and the final state of every main-path block (``(h, c)`` for LSTM).
-
-        A batched float32 CPU tensor runs as ``rnn_models.native``'s compiled network (the
-        same results; far fewer calls for layers this narrow), anything else (a
-        ``PackedSequence``, an unbatched input, float64, CUDA, autocast) on torch's own
-        kernels."""
-        if isinstance(input, torch.Tensor) and input.dim() == 3 and native.applies(input):
+        ``input``) and the final state of every main-path block (``(h, c)`` for LSTM), on the
+        engine ``engine_for(input)`` names."""
+        if self.engine_for(input) == "compiled":
             return self._forward_native(input)
         outputs: list[SequenceBatch] = []
         states = []
@@ -278,6 +282,23 @@ class LayeredRNN(nn.Module):
             outputs.append(_sum_blocks(out, len(sources), width))
             states.append(_main_state(state, width))
         return outputs[-1], tuple(states)
+
+    def engine_for(self, input: SequenceBatch) -> str:
+        """The engine that runs ``input``: ``self.engine``, or for ``"auto"`` the compiled
+        network for a batched tensor where ``choose_engine`` picks it (float32 CPU, no
+        autocast) and torch's kernels otherwise (a ``PackedSequence``, an unbatched input,
+        float64, CUDA, autocast). ``"compiled"`` with an input it cannot run is an error."""
+        if self.engine == "torch":
+            return "torch"
+        batched = isinstance(input, torch.Tensor) and input.dim() == 3
+        choice = "torch" if not batched else choose_engine(
+            "layered", input.device, input.dtype, autocast=torch.is_autocast_enabled(input.device.type))
+        if self.engine == "compiled" and choice != "compiled":
+            found = type(input).__name__ if not isinstance(input, torch.Tensor) else \
+                f"a {input.dim()}-d {input.dtype} tensor on {input.device}"
+            raise ValueError(f"engine 'compiled' needs a batched float32 CPU tensor outside autocast, got {found}; "
+                             "use engine='torch' or 'auto'")
+        return choice
 
     def _forward_native(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
         """``forward`` as one ``rnn_models.native.network`` call: every layer feature-major
@@ -306,3 +327,57 @@ class LayeredRNN(nn.Module):
             columns = np.cumsum([0] + [count for _, count in sources[:-1]])
             reads.append([(first, count, int(column)) for (first, count), column in zip(sources, columns)])
         return native.network_plan(self.cell, self.input_size, widths, reads, bias=self.bias)
+
+
+class PerConnectionLayeredRNN(nn.Module):
+    """The study's layout, one masked recurrent layer per connection (the former
+    ``LayeredRNN``): ``layers[k]`` is the main path into DAG layer k, ``skips["s_to_t"]`` a
+    skip connection; outputs of the skips into a layer are added to its main output.
+    Batch-first padded inputs only. The reference ``LayeredRNN`` is tested against, and
+    the layout benchmarks/bench_layered.py measures it against (one kernel call per
+    connection instead of one per DAG layer).
+    """
+
+    def __init__(self, structure: LayeredStructure, input_size: int, cell: str) -> None:
+        super().__init__()
+        self.structure = structure
+        widths, recurrent = structure.widths, structure.recurrent_masks
+        main = {c.target: c for c in structure.connections if not c.is_skip}
+
+        def layer(in_size: int, target: int, ih_mask: torch.Tensor | None) -> nn.RNNBase:
+            return make_rnn(cell, in_size, widths[target], batch_first=True, ih_mask=ih_mask,
+                            hh_mask=None if recurrent is None else recurrent[target])
+
+        self.layers = nn.ModuleList(
+            layer(input_size if k == 0 else widths[k - 1], k, None if k == 0 else main[k].mask)
+            for k in range(structure.depth))
+        self.skips = nn.ModuleDict({f"{c.source}_to_{c.target}": layer(widths[c.source], c.target, c.mask)
+                                    for c in structure.skip_connections})
+
+    @property
+    def output_size(self) -> int:
+        return self.structure.widths[-1]
+
+    def block_module(self, target: int, source: int) -> nn.RNNBase:
+        """The recurrent layer of the connection ``source -> target`` (-1: the input)."""
+        return self.layers[target] if source in (-1, target - 1) else self.skips[f"{source}_to_{target}"]
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        outputs = []
+        for k, layer in enumerate(self.layers):
+            out = layer(input if k == 0 else outputs[-1])[0]
+            for c in self.structure.skip_connections:
+                if c.target == k:
+                    out = out + self.skips[f"{c.source}_to_{c.target}"](outputs[c.source])[0]
+            outputs.append(out)
+        return outputs[-1], ()
+
+
+    @torch.no_grad()
+    def copy_into(self, fused: "LayeredRNN") -> None:
+        """Give ``fused`` (of the same structure and cell) exactly these weights, block by block."""
+        for j, layer in enumerate(fused.layers):
+            for b, source in enumerate(fused.block_sources(j)):
+                own = self.block_module(j, source)
+                for name, index in fused.block_slices(j, b).items():
+                    getattr(layer, name)[index] = getattr(own, name)

@@ -8,12 +8,15 @@ stay exactly zero:
 
 * at construction and after ``reset_parameters`` / ``load_state_dict`` / ``set_mask``
   (``w.masked_fill_(~mask, 0)``, which also clears a NaN or inf left there);
-* after every step of any ``torch.optim`` optimizer (a global optimizer step post-hook
-  re-applies the masks of every masked module whose weights the optimizer updates, as
-  ``w.mul_(scale)`` with a cached 0/1 copy of the mask in the weight's dtype: several times
-  faster than mixing bool and float on CPU);
 * their gradients are zero (a gradient hook multiplies them by the mask), so optimizer
-  moments of masked weights stay zero and gradient clipping sees only live weights.
+  moments of masked weights stay zero and gradient clipping sees only live weights; from a
+  zero weight and zero moments every ``torch.optim`` update (Adam, AdamW, SGD with momentum
+  and weight decay, RMSprop) is exactly zero, so a weight masked before training stays 0;
+* after every optimizer step of ``rnn_models.train.fit``, whose ``Remask`` hook re-applies
+  every mask as ``w.mul_(scale)`` with a cached 0/1 copy of the mask in the weight's dtype
+  (several times faster than mixing bool and float on CPU). That matters when a mask is
+  set or changed while an optimizer has momentum for the weight (pruning, sparse
+  training): a loop of your own calls ``Remask(model)()`` after each ``optimizer.step()``.
 
 The exception is a non-finite gradient: ``inf * 0`` is NaN, so a diverged step (which
 ``rnn_models.train.fit`` stops and reports as failed) can leave NaN at masked positions
@@ -38,7 +41,6 @@ from typing import Any, Union
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
 """Gate blocks stacked in the weights of each cell type."""
@@ -55,42 +57,45 @@ MaskSpec = Union[torch.Tensor, Sequence[Union[torch.Tensor, None]], None]
 """One mask for every layer/direction, a list per layer or per layer and direction, or None."""
 
 _MASK_SUFFIX = "_mask"
-_LIVE_MODULES: weakref.WeakSet = weakref.WeakSet()
-_STEP_HOOK: list[Any] = []
-_GENERATION = [0]
-"""Bumped whenever a masked module is tracked or its masked or flat weights change, so the
-per-optimizer lists of modules to re-mask (``_REMASKED``) are rebuilt."""
-_REMASKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _remask_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Optimizer step post-hook: re-apply the masks of the weights this optimizer updates.
-    The masked modules holding them are found once per optimizer (and again after any
-    change of parameters or masks), not searched among all live modules at every step."""
-    updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    key = (_GENERATION[0], frozenset(updated))
-    cached = _REMASKED.get(optimizer)
-    if cached is None or cached[0] != key:
-        holders = [weakref.ref(m) for m in list(_LIVE_MODULES)
-                   if any(id(getattr(m, name)) in updated for name in m.masks)]
-        cached = _REMASKED[optimizer] = (key, holders)
-    pairs = [pair for reference in cached[1] if (module := reference()) is not None
-             for pair in module._remask_pairs(updated)]
-    if pairs:
-        with torch.no_grad():
-            torch._foreach_mul_([weight for weight, _ in pairs], [scale for _, scale in pairs])
+def mask_scale(cache: dict[str, tuple[torch.Tensor, int, torch.Tensor]], name: str, mask: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor:
+    """``mask`` as 0/1 in ``dtype``, kept in ``cache`` under ``name`` until the mask tensor is
+    replaced or changed in place (its ``_version`` counter moves)."""
+    cached = cache.get(name)
+    if cached is None or cached[0] is not mask or cached[1] != mask._version or cached[2].dtype != dtype:
+        cached = cache[name] = (mask, mask._version, mask.to(dtype))
+    return cached[2]
 
 
-def _track(module: "_MaskedMixin") -> None:
-    """Register a masked module for re-masking after optimizer steps (hook installed once)."""
-    if not _STEP_HOOK:
-        _STEP_HOOK.append(register_optimizer_step_post_hook(_remask_after_step))
-    _LIVE_MODULES.add(module)
-    _GENERATION[0] += 1
+class Remask:
+    """Re-zero the masked weights of every module in ``model`` that holds masks (those with
+    a ``mask_pairs()`` method: the masked modules, ``rnn_models.ensemble.EnsembleRNN``), in
+    one ``torch._foreach_mul_``. The holders are found once, at construction.
+
+    It is ``rnn_models.train.fit``'s first hook (``after_step``); a loop of your own calls
+    the object after each ``optimizer.step()``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.holders = [m for m in model.modules() if callable(getattr(m, "mask_pairs", None))]
+
+    def __call__(self) -> None:
+        pairs = [pair for holder in self.holders for pair in holder.mask_pairs()]
+        if pairs:
+            with torch.no_grad():
+                torch._foreach_mul_([weight for weight, _ in pairs], [scale for _, scale in pairs])
+
+    def after_step(self, state: Any) -> None:
+        """The training-loop hook: re-mask after every optimizer step."""
+        self()
 
 
-class _GradientMask:
-    """Tensor hook zeroing a weight's gradient outside the module's current mask (if any).
+class GradientMask:
+    """Tensor hook zeroing a weight's gradient outside the module's current mask (if any):
+    ``module`` keeps the mask as the buffer ``{weight_name}_mask`` and its 0/1 copy from
+    ``module.scale(weight_name)``.
 
     It looks the mask up at call time, so masks set, replaced, removed or moved to another
     device later are honoured without re-registering the hook.
@@ -98,7 +103,7 @@ class _GradientMask:
 
     __torch_unserializable__ = True  # re-registered on unpickling; silences torch's warning
 
-    def __init__(self, module: "_MaskedMixin", weight_name: str) -> None:
+    def __init__(self, module: nn.Module, weight_name: str) -> None:
         self.module = weakref.ref(module)
         self.name = weight_name
         self.key = weight_name + _MASK_SUFFIX
@@ -107,7 +112,7 @@ class _GradientMask:
         module = self.module()
         if module is None or self.key not in module._buffers:
             return grad
-        return grad * module._scale(self.name)
+        return grad * module.scale(self.name)
 
 
 def full_mask(mask: Any, weight_shape: tuple[int, int], gates: int, what: str) -> torch.Tensor:
@@ -136,7 +141,6 @@ class _MaskedMixin:
         super().__init__(*args, **kwargs)
         self._mask_cache: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
         self._hooked: set[str] = set()
-        _track(self)
         for kind, spec in (("hh", hh_mask), ("ih", ih_mask)):
             for name, mask in self._spread(kind, spec).items():
                 self.set_mask(name, mask)
@@ -169,7 +173,6 @@ class _MaskedMixin:
         if weight_name not in self.maskable_weights:
             raise ValueError(f"weight_name must be one of {self.maskable_weights}, got {weight_name!r}")
         key = weight_name + _MASK_SUFFIX
-        _GENERATION[0] += 1
         if mask is None:
             self._buffers.pop(key, None)
             return
@@ -188,39 +191,13 @@ class _MaskedMixin:
         for name, mask in self.masks.items():
             getattr(self, name).masked_fill_(~mask, 0.0)
 
-    def _remask_pairs(self, updated: set[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(weight, 0/1 mask) of the masked weights whose ids are in ``updated``: what an
-        optimizer step must multiply to re-zero them (``_remask_after_step``, in one call)."""
-        pairs = []
-        for name in self.masks:
-            weight = getattr(self, name)
-            if id(weight) in updated:
-                pairs.append((weight, self._scale(name)))
-        return pairs
+    def mask_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, 0/1 mask) of every masked weight: what ``Remask`` multiplies."""
+        return [(getattr(self, name), self.scale(name)) for name in self.masks]
 
-    def _scale(self, name: str) -> torch.Tensor:
-        """The mask of weight ``name`` as 0/1 in the weight's dtype, cached until the mask
-        tensor is replaced or changed in place (its ``_version`` counter moves)."""
-        mask, weight = self._buffers[name + _MASK_SUFFIX], getattr(self, name)
-        cached = self._mask_cache.get(name)
-        if cached is None or cached[0] is not mask or cached[1] != mask._version \
-                or cached[2].dtype != weight.dtype:
-            cached = (mask, mask._version, mask.to(weight.dtype))
-            self._mask_cache[name] = cached
-        return cached[2]
-
-    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
-        """``nn.Module.register_buffer``; a mask registered this way (not by ``set_mask``)
-        invalidates the cached re-mask lists too."""
-        if name.endswith(_MASK_SUFFIX):
-            _GENERATION[0] += 1
-        super().register_buffer(name, tensor, persistent)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Assigning a weight (a new tensor object) invalidates the cached re-mask lists."""
-        if name in getattr(self, "_flat_weights_names", ()):
-            _GENERATION[0] += 1
-        super().__setattr__(name, value)
+    def scale(self, name: str) -> torch.Tensor:
+        """The mask of weight ``name`` as 0/1 in the weight's dtype (cached, ``mask_scale``)."""
+        return mask_scale(self._mask_cache, name, self._buffers[name + _MASK_SUFFIX], getattr(self, name).dtype)
 
     def reset_parameters(self) -> None:
         """Re-initialise like torch, then zero the masked weights again."""
@@ -268,7 +245,7 @@ class _MaskedMixin:
         """Mask the gradient of weight ``name`` from now on (one hook per weight; weights
         that never had a mask get none, which saves a Python call per backward)."""
         if name not in self._hooked:
-            getattr(self, name).register_hook(_GradientMask(self, name))
+            getattr(self, name).register_hook(GradientMask(self, name))
             self._hooked.add(name)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -295,11 +272,10 @@ class _MaskedMixin:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickling and deepcopy drop tensor hooks: put them back and track the copy."""
+        """Unpickling and deepcopy drop tensor hooks: put them back."""
         super().__setstate__(state)
         for name in self.masks:
             self._hook_gradient(name)
-        _track(self)
 
     def extra_repr(self) -> str:
         masked = ", ".join(self.masks) or "none"

@@ -11,7 +11,8 @@ numba, ``network`` runs all layers and all steps in one call forward and one bac
 is feature-major ``(F, T, B)``, so a step's rows are contiguous over the batch and every
 product and gate is a loop that LLVM vectorizes over ``B``; each layer's input projection
 ``W_ih x + b`` covers all steps at once, each block reading only its own source's rows.
-``recurrent_layer`` is one such layer on its own. Measurements: docs/bench/layered.md.
+``rnn_models.layered.LayeredRNN`` runs on it where ``rnn_models.engines.choose_engine``
+picks it. Measurements: docs/bench/layered.md.
 
 ``tanh`` is a rational minimax approximation (odd degree-13 numerator, even degree-6
 denominator, clamped at |x| = 7.9053), plain arithmetic that LLVM vectorizes (numba's
@@ -36,10 +37,6 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from rnn_models.masked import GATES
 
-ENABLED = True
-"""Use these kernels where they apply (``applies``); False keeps torch's own kernels (for
-comparisons and tests)."""
-
 _F = np.float32
 _LIMIT = _F(7.90531110763549805)
 _N0, _N1, _N2, _N3, _N4, _N5, _N6 = (_F(c) for c in (
@@ -49,13 +46,6 @@ _D0, _D1, _D2, _D3 = (_F(c) for c in (
     1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
 _JIT = {"fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"}, "error_model": "numpy", "cache": True}
 _CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-
-
-def applies(x: Tensor) -> bool:
-    """Whether the kernels can run on ``x``: a float32 CPU tensor outside CPU autocast (and
-    ``ENABLED``)."""
-    return (ENABLED and x.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu"))
 
 
 @njit(inline="always", **_JIT)
@@ -80,13 +70,6 @@ def _tanh(x: float) -> float:
 def _sigmoid(x: float) -> float:
     """float32 ``sigmoid`` through ``_tanh`` (vectorizes like it)."""
     return _F(0.5) * _tanh(_F(0.5) * x) + _F(0.5)
-
-
-@njit(**_JIT)
-def tanh_array(values: np.ndarray) -> None:
-    """``values`` (1-d) replaced by the kernels' ``tanh`` of them (for tests)."""
-    for e in range(values.shape[0]):
-        values[e] = _tanh(values[e])
 
 
 @njit(inline="always", **_JIT)
@@ -733,7 +716,7 @@ def _refuse_double_backward() -> None:
     no graph of their own, so a second-order gradient would silently miss their part."""
     if torch.is_grad_enabled():
         raise RuntimeError("rnn_models.native's layers have no double backward (create_graph=True); "
-                           "set rnn_models.native.ENABLED = False to use torch's kernels")
+                           "use LayeredRNN(engine='torch') for torch's kernels")
 
 
 def _array(x: Tensor) -> np.ndarray:
@@ -741,67 +724,3 @@ def _array(x: Tensor) -> np.ndarray:
     if not x.is_contiguous():
         raise ValueError("the native kernels need contiguous tensors")
     return x.detach().numpy()
-
-
-def recurrent_layer(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
-                    bias_hh: Tensor | None, block: int | None = None,
-                    sources: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-    """One torch-convention recurrent layer (weights ``(G*H, I)``, ``(G*H, H)``, biases
-    ``(G*H,)`` or None) over feature-major inputs ``x`` ``(I, T, B)``, zero initial states:
-    the states ``(H, T, B)`` and (LSTM) the cell states ``(H, T, B)`` (else an empty tensor).
-
-    ``block``: the layer is ``H / block`` independent blocks of ``block`` units, each gate
-    block alike (``LayeredRNN``'s fused layers): ``weight_hh`` is block diagonal and only
-    those blocks are computed. ``sources``: the input columns each block reads, as
-    consecutive widths summing to ``I`` (block k reads only its own), so ``weight_ih`` is
-    block structured too; default: every block reads all of ``x``. Entries outside the
-    blocks must be zero; their gradient is zero. Default: one block, dense."""
-    _check_arguments(cell, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    features = x.shape[0]
-    hidden = weight_hh.shape[1]
-    block = hidden if block is None else block
-    if not 1 <= block <= hidden or hidden % block:
-        raise ValueError(f"block must divide the hidden size {hidden}, got {block}")
-    plan = network_plan(cell, features, [block], [_block_reads(sources, hidden // block, features)],
-                        bias=bias_ih is not None)
-    parameters = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if bias_ih is not None else [])
-    _, states, cells, _ = network(plan, x, parameters)
-    return states, cells
-
-
-def _block_reads(sources: Sequence[int] | None, blocks: int, features: int) -> list[tuple[int, int, int]]:
-    """The input rows (and the same columns of ``weight_ih``) each block reads, as
-    ``network_plan``'s (first, count, column)."""
-    if sources is None:
-        return [(0, features, 0)] * blocks
-    widths = [int(w) for w in sources]
-    if len(widths) != blocks or sum(widths) != features or min(widths) < 1:
-        raise ValueError(f"sources must be {blocks} input widths >= 1 summing to {features}, got {widths}")
-    starts = np.cumsum([0] + widths[:-1])
-    return [(int(s), w, int(s)) for s, w in zip(starts, widths)]
-
-
-def _check_arguments(cell: str, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
-                     bias_hh: Tensor | None) -> None:
-    """Raise ValueError naming the first argument that does not fit: the kernels index
-    without bounds checks, so a shape that disagrees with the cell would read and write
-    out of bounds."""
-    if cell not in _CODES:
-        raise ValueError(f"cell must be one of {sorted(_CODES)}, got {cell!r}")
-    for name, tensor in (("x", x), ("weight_ih", weight_ih), ("weight_hh", weight_hh), ("bias_ih", bias_ih),
-                         ("bias_hh", bias_hh)):
-        if tensor is not None and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
-            raise ValueError(f"{name} must be a float32 CPU tensor (the kernels' tanh is float32-accurate), "
-                             f"got {tensor.dtype} on {tensor.device}")
-    if x.dim() != 3 or 0 in x.shape:
-        raise ValueError(f"x must be a non-empty (I, T, B) tensor, got shape {tuple(x.shape)}")
-    rows = GATES[cell] * weight_hh.shape[-1]
-    if weight_hh.dim() != 2 or weight_hh.shape[0] != rows or rows == 0:
-        raise ValueError(f"weight_hh must be ({GATES[cell]}*H, H) for cell {cell!r}, got {tuple(weight_hh.shape)}")
-    if tuple(weight_ih.shape) != (rows, x.shape[0]):
-        raise ValueError(f"weight_ih must be {(rows, x.shape[0])}, got {tuple(weight_ih.shape)}")
-    if (bias_ih is None) != (bias_hh is None):
-        raise ValueError("bias_ih and bias_hh must both be tensors or both be None")
-    for name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
-        if bias is not None and tuple(bias.shape) != (rows,):
-            raise ValueError(f"{name} must be ({rows},), got {tuple(bias.shape)}")

@@ -11,22 +11,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnn_models.config import TrainConfig
+from rnn_models.engines import check_engine, choose_engine
+from rnn_models.masked import Remask
+
 TASKS = ("classify", "next_symbol")
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
-FUSED = ("adam", "adamw")
-"""Optimizers ``TrainConfig.make_optimizer`` runs as torch's fused kernels where it can."""
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
 
 
@@ -95,97 +92,6 @@ class NextSymbolModel(nn.Module):
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(sequence_output(self.rnn, inputs, lengths))
-
-
-_NUMBER = (int, float)
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "optimizer": (str,), "lr": _NUMBER, "weight_decay": _NUMBER, "momentum": _NUMBER,
-    "batch_size": (int,), "epochs": (int,), "clip": (*_NUMBER, type(None)),
-    "patience": (int, type(None)), "seed": (int,), "device": (str, torch.device),
-}
-"""The types each ``TrainConfig`` field accepts (bools are refused for numbers)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run.
-
-    ``clip`` is the maximal global gradient norm (None: no clipping). ``patience`` stops
-    training after that many epochs without a lower test loss (None: run all epochs).
-    ``bucket`` groups sequences of similar length into batches. ``momentum`` is used by
-    sgd and rmsprop. ``seed`` seeds torch's global generators (dropout, batch order).
-    """
-
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    batch_size: int = 128
-    epochs: int = 15
-    clip: float | None = None
-    patience: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    bucket: bool = True
-
-    def __post_init__(self) -> None:
-        for name, kinds in _FIELD_TYPES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                allowed = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
-                raise ValueError(f"{name} must be {allowed}, got {value!r}")
-        checks = [
-            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
-            ("lr", self.lr > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("clip", self.clip is None or self.clip > 0, "None or > 0"),
-            ("patience", self.patience is None or self.patience >= 1, "None or >= 1"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
-        try:
-            torch.device(self.device)
-        except RuntimeError as error:
-            raise ValueError(
-                f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}"
-            ) from error
-
-    def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
-        """The configured optimizer over ``parameters`` (anything torch's optimizers take);
-        torch's fused (one-kernel) Adam or AdamW when every parameter is a floating tensor on
-        a device it supports (the same update, far fewer calls for models of many small
-        tensors). SGD stays unfused: its fused kernel refuses sparse gradients."""
-        parameters = list(parameters)
-        kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
-        if self.optimizer in ("sgd", "rmsprop"):
-            kwargs["momentum"] = self.momentum
-        tensors = list(_tensors(parameters))
-        if self.optimizer in FUSED and tensors and all(_fusable(p) for p in tensors):
-            kwargs["fused"] = True
-        return OPTIMIZERS[self.optimizer](parameters, **kwargs)
-
-
-def _tensors(parameters: list[Any]) -> Iterator[torch.Tensor]:
-    """The tensors of what torch's optimizers take: tensors, ``(name, tensor)`` pairs or
-    parameter groups (dicts whose ``"params"`` is a tensor or an iterable of either)."""
-    for item in parameters:
-        if isinstance(item, dict):
-            group = item["params"]
-            yield from _tensors([group] if isinstance(group, torch.Tensor) else list(group))
-        elif isinstance(item, tuple):
-            yield item[1]
-        else:
-            yield item
-
-
-def _fusable(parameter: torch.Tensor) -> bool:
-    """Whether torch's fused optimizers take ``parameter``: a floating tensor on the CPU or a
-    CUDA device (torch >= 2.4 has CPU kernels)."""
-    return parameter.is_floating_point() and parameter.device.type in ("cpu", "cuda")
 
 
 @dataclass
@@ -302,25 +208,6 @@ def slice_batch(data: PreparedData, index: torch.Tensor) -> tuple[torch.Tensor, 
     return data.inputs[:, :steps].index_select(0, index), lengths, targets, weights
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, data: PreparedData, batch_size: int, bucket: bool) -> torch.Tensor:
-    """Logits for the whole dataset in its original order (next_symbol: padded to full T)."""
-    model.eval()
-    if data.task == "classify":
-        logits = torch.zeros(data.lengths.shape[0], device=data.inputs.device)
-    else:
-        logits = torch.zeros_like(data.targets)
-    for index in batches(data.lengths, batch_size, bucket, None):
-        inputs, lengths, _, _ = slice_batch(data, index)
-        index = index.to(logits.device)
-        out = model(inputs, lengths)
-        if data.task == "classify":
-            logits[index] = out
-        else:
-            logits[index, : out.shape[1]] = out
-    return logits
-
-
 def score_logits(data: PreparedData, logits: torch.Tensor, metrics: dict[str, Metric]) -> dict[str, float]:
     """One epoch's test scores of a model from its logits on the whole of ``data`` (in the
     dataset's order, next_symbol padded to full length): ``test_loss``, ``test_acc`` and
@@ -347,28 +234,6 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> None:
             grad.mul_(scale)
 
 
-def _train_epoch(model: nn.Module, data: PreparedData, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, generator: torch.Generator) -> float:
-    """One pass over the training data; returns the mean loss (NaN/inf as soon as one occurs)."""
-    model.train()
-    parameters = list(model.parameters())
-    total, count = 0.0, 0
-    for index in batches(data.lengths, config.batch_size, config.bucket, generator):
-        inputs, lengths, targets, weights = slice_batch(data, index)
-        optimizer.zero_grad(set_to_none=True)
-        loss = task_loss(data.task, model(inputs, lengths), targets, lengths, weights)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return value
-        loss.backward()
-        if config.clip is not None:
-            clip_gradients(parameters, config.clip)
-        optimizer.step()
-        total += value * len(index)
-        count += len(index)
-    return total / count
-
-
 def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedData, PreparedData]:
     """Train and test data tensorized once on ``config.device``; they must share a task."""
     device = torch.device(config.device)
@@ -378,39 +243,353 @@ def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedDa
     return train_data, test_data
 
 
-def fit(model: nn.Module, train: Any, test: Any, config: TrainConfig,
-        metrics: dict[str, Metric] | None = None) -> History:
-    """Train ``model`` on ``train`` and evaluate it on ``test`` after every epoch.
+
+# ---------------------------------------------------------------------------------------
+# hooks
+# ---------------------------------------------------------------------------------------
+
+EVENTS = ("on_train_begin", "before_step", "after_step", "on_epoch_end", "on_train_end")
+"""The points of ``fit``'s loop where hooks are called, in the order they first occur."""
+
+
+class Hook:
+    """A training-loop hook: ``fit(..., hooks=[...])`` calls each of these methods a hook
+    has, with the loop's ``TrainState``. Subclass and override what you need (every method
+    here does nothing), or pass any object with some of them (``EVENTS``).
+
+    * ``on_train_begin``: once, before the first batch;
+    * ``before_step``: after the backward pass and gradient clipping, before the optimizer
+      step (the gradients are in the parameters' ``.grad``);
+    * ``after_step``: after the optimizer step (and after the masks are re-applied);
+    * ``on_epoch_end``: after the epoch's evaluation (``state.scores``), before it is
+      recorded; values given to ``state.record`` join that epoch's history entry;
+    * ``on_train_end``: once, after every model has ended and holds its final weights.
+    """
+
+    def on_train_begin(self, state: "TrainState") -> None:
+        """Called once, before the first batch."""
+
+    def before_step(self, state: "TrainState") -> None:
+        """Called after backward and clipping, before ``optimizer.step()``."""
+
+    def after_step(self, state: "TrainState") -> None:
+        """Called after ``optimizer.step()``."""
+
+    def on_epoch_end(self, state: "TrainState") -> None:
+        """Called after each epoch's evaluation, before the epoch is recorded."""
+
+    def on_train_end(self, state: "TrainState") -> None:
+        """Called once at the end."""
+
+
+@dataclass
+class TrainState:
+    """What a hook sees: the models ``fit`` was given (``models``), the module being trained
+    (``model``: the model itself, or, for K models trained together, the stack that holds
+    their weights until they end), the optimizer, the config, the epoch (from 1) and the number of optimizer
+    steps so far, which models are still training (``active``), each model's test scores
+    of the epoch just evaluated (``scores``, ``on_epoch_end`` only) and the batch losses of
+    the latest step (``losses``). ``record`` and ``stop`` are how a hook acts on the run."""
+
+    models: list[nn.Module]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    epoch: int = 0
+    step: int = 0
+    active: list[bool] = field(default_factory=list)
+    scores: list[dict[str, float] | None] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    _reserved: frozenset[str] = field(default=frozenset(), repr=False)  # the loop's own columns
+    _pending: list[dict[str, float]] = field(default_factory=list, repr=False)  # records of this epoch
+    _stops: dict[int, str] = field(default_factory=dict, repr=False)  # models to stop, with reasons
+
+    def _targets(self, model: int | None) -> list[int]:
+        if model is None:
+            return [k for k, on in enumerate(self.active) if on]
+        if not 0 <= model < len(self.models):
+            raise ValueError(f"model must be in 0..{len(self.models) - 1} or None, got {model}")
+        return [model]
+
+    def record(self, name: str, value: float, model: int | None = None) -> None:
+        """Add ``name: value`` to the current epoch's history entry of model ``model``
+        (default: every active model); the store keeps it with the run's history."""
+        if name in self._reserved:
+            raise ValueError(f"name {name!r} is one of the loop's own columns {sorted(self._reserved)}: pick another")
+        for k in self._targets(model):
+            self._pending[k][name] = float(value)
+
+    def stop(self, reason: str, model: int | None = None) -> None:
+        """End the training of model ``model`` (default: all) after the current step or
+        epoch, with status ``"done"`` and ``reason``; its epoch is still evaluated."""
+        for k in self._targets(model):
+            self._stops.setdefault(k, reason)
+
+
+def _hook_calls(hooks: Sequence[Any]) -> dict[str, list[Callable[[TrainState], None]]]:
+    """The bound hook methods of every event, in hook order; a hook with none is an error."""
+    for position, hook in enumerate(hooks):
+        if not any(callable(getattr(hook, event, None)) for event in EVENTS):
+            raise ValueError(f"hooks[{position}] ({type(hook).__name__}) has none of the hook methods {EVENTS}")
+    return {event: [getattr(h, event) for h in hooks if callable(getattr(h, event, None))] for event in EVENTS}
+
+
+# ---------------------------------------------------------------------------------------
+# the training loop
+# ---------------------------------------------------------------------------------------
+
+
+class Solo:
+    """One model as a stack of one: what ``fit`` trains when models train one at a time.
+    (``rnn_models.ensemble.EnsembleModel`` is the stack of K; both give the loop per-model
+    losses, logits, clipping, per-step upkeep and retirement.)"""
+
+    num_models = 1
+
+    def __init__(self, model: nn.Module) -> None:
+        self.module = model
+        self.parameters = list(model.parameters())
+
+    def losses(self, task: str, inputs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+               weights: torch.Tensor | None) -> torch.Tensor:
+        return task_loss(task, self.module(inputs, lengths), targets, lengths, weights).unsqueeze(0)
+
+    def logits(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.module(inputs, lengths).unsqueeze(0)
+
+    def clip(self, max_norm: float) -> None:
+        clip_gradients(self.parameters, max_norm)
+
+    def after_step(self, active: list[bool]) -> None:
+        """Nothing to do: the model's masks are re-applied by the ``Remask`` hook."""
+
+    def retire(self, models: Sequence[int]) -> None:
+        """Nothing to do: the model trains in place."""
+
+
+@torch.no_grad()
+def _predict(stack: Any, data: PreparedData, batch_size: int, bucket: bool) -> torch.Tensor:
+    """``(K, ...)`` logits of every model of ``stack`` for the whole dataset in its original
+    order (next_symbol: padded to full T)."""
+    stack.module.eval()
+    rows = (data.lengths.shape[0],) if data.task == "classify" else tuple(data.targets.shape)
+    logits = torch.zeros((stack.num_models,) + rows, device=data.inputs.device)
+    for index in batches(data.lengths, batch_size, bucket, None):
+        inputs, lengths, _, _ = slice_batch(data, index)
+        index = index.to(logits.device)
+        out = stack.logits(inputs, lengths)
+        if data.task == "classify":
+            logits[:, index] = out
+        else:
+            logits[:, index, : out.shape[2]] = out
+    return logits
+
+
+@dataclass
+class _Run:
+    """What the loop tracks for one model."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best: float = math.inf
+    stale: int = 0
+    status: str = "done"
+    reason: str = ""
+    seconds: float = math.nan
+
+    def history(self) -> History:
+        return History(self.status, self.reason, self.epochs, dict(self.epochs[-1]) if self.epochs else {},
+                       self.seconds)
+
+
+class _Loop:
+    """One run of ``fit``'s loop over a stack of K >= 1 models (see ``fit``)."""
+
+    def __init__(self, stack: Any, models: list[nn.Module], data: tuple[PreparedData, PreparedData],
+                 config: TrainConfig, metrics: dict[str, Metric], hooks: Sequence[Any], start: float) -> None:
+        self.stack, self.models, self.config, self.metrics = stack, models, config, metrics
+        self.train_data, self.test_data = data
+        self.start = start
+        k = stack.num_models
+        self.runs = [_Run() for _ in range(k)]
+        self.live: torch.Tensor | None = None  # indices of the active models once some ended
+        self.hooks = _hook_calls([Remask(stack.module), *hooks])  # masks' upkeep is a hook like any other
+        optimizer = config.make_optimizer(stack.module.parameters())
+        reserved = frozenset({"epoch", "train_loss", "test_loss", "test_acc", *metrics})
+        self.state = TrainState(models, stack.module, optimizer, config, active=[True] * k, scores=[None] * k,
+                                _reserved=reserved, _pending=[{} for _ in range(k)])
+
+    def call(self, event: str) -> None:
+        for hook in self.hooks[event]:
+            hook(self.state)
+
+    def retire(self, which: Sequence[int], status: str, reasons: dict[int, str]) -> None:
+        """End the runs of ``which``: their weights go back to their models."""
+        if not which:
+            return
+        self.stack.retire(which)
+        seconds = (time.perf_counter() - self.start) / len(self.runs)
+        for k in which:
+            self.state.active[k] = False
+            run = self.runs[k]
+            run.status, run.reason, run.seconds = status, reasons[k], seconds
+        on = [k for k, active in enumerate(self.state.active) if active]
+        device = self.train_data.inputs.device
+        self.live = torch.tensor(on, dtype=torch.long, device=device)
+
+    def step(self, batch: tuple[torch.Tensor, ...], epoch: int, totals: list[float], seen: list[int]) -> None:
+        """One optimizer step on one batch for every active model. A model whose loss is not
+        finite fails and leaves the stack (its slice is zeroed), and the batch is run again
+        without it: no arithmetic mixes models, so the others' step is what it is alone."""
+        state, stack = self.state, self.stack
+        inputs, lengths, targets, weights = batch
+        while True:
+            state.optimizer.zero_grad(set_to_none=True)
+            losses = stack.losses(self.train_data.task, inputs, lengths, targets, weights)
+            values = losses.detach().tolist()
+            bad = [k for k, v in enumerate(values) if state.active[k] and not math.isfinite(v)]
+            if not bad:
+                break
+            self.retire(bad, "failed", {k: f"non-finite training loss ({values[k]}) in epoch {epoch}" for k in bad})
+            if not any(state.active):
+                return
+        (losses if self.live is None else losses.index_select(0, self.live)).sum().backward()
+        if self.config.clip is not None:
+            stack.clip(self.config.clip)
+        state.losses = values
+        self.call("before_step")
+        state.optimizer.step()
+        stack.after_step(state.active)
+        state.step += 1
+        for k, active in enumerate(state.active):
+            if active:
+                totals[k] += values[k] * len(inputs)
+                seen[k] += len(inputs)
+        self.call("after_step")
+
+    def epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Train one epoch, evaluate, let the hooks see it, record it. A model a hook stops
+        during the epoch leaves the stack at once and is evaluated with the others."""
+        state = self.state
+        state.epoch = epoch
+        self.stack.module.train()
+        reported = [k for k, active in enumerate(state.active) if active]
+        totals, seen, left = [0.0] * len(self.runs), [0] * len(self.runs), []
+        for index in batches(self.train_data.lengths, self.config.batch_size, self.config.bucket, generator):
+            self.step(slice_batch(self.train_data, index), epoch, totals, seen)
+            stopping = [k for k in state._stops if state.active[k]]
+            self.retire(stopping, "done", state._stops)
+            left += stopping
+            if not any(state.active):
+                break
+        reported = [k for k in reported if self.runs[k].status == "done"]
+        if reported:
+            self.evaluate(reported, left)
+            self.call("on_epoch_end")
+            self.record(epoch, reported, [t / max(n, 1) for t, n in zip(totals, seen)])
+        state._stops.clear()
+
+    def evaluate(self, reported: list[int], left: list[int]) -> None:
+        """Test scores of the reported models: the stack's for those still in it, their own
+        module's for those that just left it."""
+        config, state = self.config, self.state
+        logits = _predict(self.stack, self.test_data, config.batch_size, config.bucket)
+        for k in reported:
+            own = logits[k] if k not in left or self.stack.num_models == 1 else \
+                _predict(Solo(self.models[k]), self.test_data, config.batch_size, config.bucket)[0]
+            state.scores[k] = score_logits(self.test_data, own, self.metrics)
+
+    def record(self, epoch: int, reported: list[int], train_losses: list[float]) -> None:
+        """Append the epoch to every reported run; end those that failed, stop early or
+        were stopped by a hook."""
+        state, patience = self.state, self.config.patience
+        failed, stopped, reasons = [], [], {}
+        for k in reported:
+            run, scores = self.runs[k], state.scores[k]
+            run.epochs.append({"epoch": epoch, "train_loss": train_losses[k], **scores, **state._pending[k]})
+            state._pending[k] = {}
+            if not state.active[k]:
+                continue
+            test_loss = scores["test_loss"]
+            if not math.isfinite(test_loss):
+                failed.append(k)
+                reasons[k] = f"non-finite test loss ({test_loss}) in epoch {epoch}"
+                continue
+            run.best, run.stale = (test_loss, 0) if test_loss < run.best else (run.best, run.stale + 1)
+            if k in state._stops:
+                stopped.append(k)
+                reasons[k] = state._stops[k]
+            elif patience is not None and run.stale >= patience:
+                stopped.append(k)
+                reasons[k] = f"early stop after epoch {epoch}: no lower test loss for {run.stale} epochs"
+        self.retire(failed, "failed", reasons)
+        self.retire(stopped, "done", reasons)
+        state.scores = [None] * len(self.runs)
+
+    def run(self) -> list[History]:
+        torch.manual_seed(self.config.seed)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.call("on_train_begin")
+        for epoch in range(1, self.config.epochs + 1):
+            if not any(self.state.active):
+                break
+            self.epoch(epoch, generator)
+        still = [k for k, active in enumerate(self.state.active) if active]
+        self.retire(still, "done", {k: "" for k in still})
+        self.call("on_train_end")
+        return [run.history() for run in self.runs]
+
+
+def fit(model: nn.Module | Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,
+        metrics: dict[str, Metric] | None = None, hooks: Sequence[Any] = (),
+        engine: str = "auto") -> History | list[History]:
+    """Train ``model`` (or each model of a sequence) on ``train``, evaluating it on ``test``
+    after every epoch; return its ``History`` (a list of them for a sequence).
 
     ``model(inputs, lengths)`` returns one logit per sequence (task ``classify``) or
     ``(B, T, V)`` logits (``next_symbol``). ``metrics`` maps names to callables
     ``(logits, targets, lengths) -> float`` called on the whole test set (logits in the
     dataset's order, padded to its full length) besides the built-in ``test_loss`` and
-    ``test_acc``. A NaN/inf loss ends the run with status ``"failed"``.
+    ``test_acc``. A NaN/inf loss ends a model's run with status ``"failed"``; ``patience``
+    (in ``config``) and ``TrainState.stop`` end it with ``"done"`` and a reason.
+
+    ``hooks`` are called at the loop's points (``Hook``, ``EVENTS``); the masks of masked
+    modules are re-applied after every optimizer step by the ``rnn_models.masked.Remask``
+    hook, which always runs first.
+
+    K models share ``config`` (so the batch order too). ``engine`` says how they train:
+    ``"separate"`` one after another, ``"batched"`` together as one stack
+    (``rnn_models.ensemble``: each model keeps its own loss, optimizer state, clipping,
+    early stopping and failure; the results equal separate runs to float tolerance), and
+    ``"auto"`` applies ``rnn_models.engines.choose_engine``. In a stack a model's own
+    object gets its weights when it ends (hooks see them in ``TrainState.model``), and
+    each ``History.seconds`` is the stack's time until that model ended, divided by K.
     """
     start = time.perf_counter()
-    device = torch.device(config.device)
+    single = isinstance(model, nn.Module)
+    models = [model] if single else list(model)
+    if not models or not all(isinstance(m, nn.Module) for m in models):
+        raise ValueError("model must be a torch module or a non-empty sequence of them")
+    check_engine("stack", engine)
+    _hook_calls(hooks)  # a hook that is none fails before any work
     train_data, test_data = prepare_pair(train, test, config)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.to(device)
-    optimizer = config.make_optimizer(model.parameters())
-    epochs: list[dict[str, float]] = []
-    best, stale, status, reason = math.inf, 0, "done", ""
-    for epoch in range(1, config.epochs + 1):
-        train_loss = _train_epoch(model, train_data, optimizer, config, generator)
-        if not math.isfinite(train_loss):
-            status, reason = "failed", f"non-finite training loss ({train_loss}) in epoch {epoch}"
-            break
-        logits = _predict(model, test_data, config.batch_size, config.bucket)
-        scores = score_logits(test_data, logits, metrics or {})
-        epochs.append({"epoch": epoch, "train_loss": train_loss, **scores})
-        if not math.isfinite(scores["test_loss"]):
-            status, reason = "failed", f"non-finite test loss ({scores['test_loss']}) in epoch {epoch}"
-            break
-        best, stale = (scores["test_loss"], 0) if scores["test_loss"] < best else (best, stale + 1)
-        if config.patience is not None and stale >= config.patience:
-            reason = f"early stop after epoch {epoch}: no lower test loss for {stale} epochs"
-            break
-    final = dict(epochs[-1]) if epochs else {}
-    return History(status, reason, epochs, final, time.perf_counter() - start)
+    device = torch.device(config.device)
+    for m in models:
+        m.to(device)
+    if engine == "auto":
+        from rnn_models.ensemble import stackable  # rnn_models.ensemble builds on this module
+
+        engine = "separate" if not stackable(models) else choose_engine(
+            "stack", device, num_models=len(models), hidden_size=models[0].rnn.hidden_size,
+            batch_size=config.batch_size)
+    metrics = metrics or {}
+    if engine == "batched":
+        from rnn_models.ensemble import EnsembleModel
+
+        histories = _Loop(EnsembleModel(models).to(device), models, (train_data, test_data), config, metrics,
+                          hooks, start).run()
+    else:
+        histories = []
+        for m in models:
+            histories += _Loop(Solo(m), [m], (train_data, test_data), config, metrics, hooks, start).run()
+            start = time.perf_counter()
+    return histories[0] if single else histories

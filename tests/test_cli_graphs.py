@@ -50,7 +50,7 @@ def test_generate_reports_bad_parameters(runner, tmp_path, args, message):
     assert message in result.output
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
 def test_features_table_from_files(runner, tmp_path, suffix):
     paths = []
     for seed in range(3):
@@ -71,7 +71,8 @@ def test_features_refuses_other_table_formats(runner, tmp_path):
     path = tmp_path / "g.graphml"
     generate("complete", n=4).write_graphml(str(path))
     result = runner.invoke(main, ["features", str(path), "-o", str(tmp_path / "f.xlsx")])
-    assert result.exit_code == 2 and "output must end in .csv or .parquet" in result.output
+    assert result.exit_code == 2 and "output must end in .csv, .parquet or .pq, got 'f.xlsx'" in result.output
+    assert not (tmp_path / "f.xlsx").exists()
 
 
 def test_features_names_a_file_that_is_no_graph(tmp_path):

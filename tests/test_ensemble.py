@@ -1,4 +1,4 @@
-"""fit_ensemble trains K models as one computation with the results of K separate fit runs."""
+"""fit trains K models as one stack (engine "batched") with the results of K separate runs."""
 
 from __future__ import annotations
 
@@ -10,15 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnn_models.ensemble import (
-    EnsembleModel,
-    EnsembleRNN,
-    choose_strategy,
-    fit_ensemble,
-    per_model_losses,
-)
-from rnn_models.masked import make_rnn
-from rnn_models.train import NextSymbolModel, SequenceClassifier, TrainConfig, fit, task_loss
+from rnn_models.ensemble import EnsembleModel, EnsembleRNN, per_model_losses, stackable
+from rnn_models.masked import Remask, make_rnn
+from rnn_models.train import Hook, NextSymbolModel, SequenceClassifier, TrainConfig, TrainState, fit, task_loss
 
 VOCAB, HIDDEN = 5, 6
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -61,7 +55,7 @@ def assert_same_run(solo_history, ensemble_history, solo_model, ensemble_model) 
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, equal_nan=True, msg=name)
 
 
-def solo_and_ensemble(cell, task, seeds, config, strategy, num_layers=1, prepare=None, metrics=None):
+def solo_and_ensemble(cell, task, seeds, config, engine="batched", num_layers=1, prepare=None, metrics=None):
     """Train fresh copies of the same models alone and as one ensemble; return both."""
     solo = [build(cell, task, s, num_layers) for s in seeds]
     together = [build(cell, task, s, num_layers) for s in seeds]
@@ -70,34 +64,31 @@ def solo_and_ensemble(cell, task, seeds, config, strategy, num_layers=1, prepare
             prepare(models)
     train, test = DATA[task]
     solo_histories = [fit(m, train, test, config, metrics) for m in solo]
-    histories = fit_ensemble(together, train, test, config, metrics, strategy=strategy)
+    histories = fit(together, train, test, config, metrics, engine=engine)
     return solo, solo_histories, together, histories
 
 
-@pytest.mark.parametrize("strategy", ["fused", "batched"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_ensemble_equals_separate_runs(cell: str, strategy: str) -> None:
+def test_ensemble_equals_separate_runs(cell: str) -> None:
     config = TrainConfig(epochs=3, batch_size=16, lr=0.01, clip=0.5)
-    solo, solo_h, together, histories = solo_and_ensemble(cell, "next_symbol", [0, 1, 2], config, strategy)
+    solo, solo_h, together, histories = solo_and_ensemble(cell, "next_symbol", [0, 1, 2], config)
     for args in zip(solo_h, histories, solo, together):
         assert_same_run(*args)
     assert all(h.status == "done" for h in histories)
 
 
-@pytest.mark.parametrize("strategy", ["fused", "batched"])
-def test_two_layer_classifiers_with_metrics_and_early_stop(strategy: str) -> None:
+def test_two_layer_classifiers_with_metrics_and_early_stop() -> None:
     config = TrainConfig(epochs=4, batch_size=16, lr=0.05, patience=1, optimizer="adamw", weight_decay=0.1)
     metrics = {"mean_logit": lambda logits, targets, lengths: float(logits.mean())}
-    runs = solo_and_ensemble("gru", "classify", [3, 4, 5, 6], config, strategy, num_layers=2, metrics=metrics)
+    runs = solo_and_ensemble("gru", "classify", [3, 4, 5, 6], config, num_layers=2, metrics=metrics)
     solo, solo_h, together, histories = runs
     for args in zip(solo_h, histories, solo, together):
         assert_same_run(*args)
     assert {len(h.epochs) for h in solo_h} != {4}, "early stopping should end some run before epoch 4"
 
 
-@pytest.mark.parametrize("strategy", ["fused", "batched"])
-def test_one_diverging_model_fails_alone(strategy: str) -> None:
-    """A NaN recurrent weight would leak through a block-diagonal product (0 * NaN)."""
+def test_one_diverging_model_fails_alone() -> None:
+    """A model with a NaN weight fails in its first batch; the others train on as alone."""
 
     def poison(models):
         with torch.no_grad():
@@ -107,7 +98,7 @@ def test_one_diverging_model_fails_alone(strategy: str) -> None:
 
     config = TrainConfig(epochs=2, batch_size=16, clip=1.0)
     solo, solo_h, together, histories = solo_and_ensemble("lstm", "next_symbol", [0, 1, 2], config,
-                                                          strategy, prepare=poison)
+                                                          prepare=poison)
     assert [h.status for h in histories] == ["done", "failed", "done"]
     assert histories[1].reason == solo_h[1].reason == "non-finite training loss (nan) in epoch 1"
     for args in zip(solo_h, histories, solo, together):
@@ -124,7 +115,7 @@ def test_model_diverging_during_training_fails_alone() -> None:
 
     config = TrainConfig(epochs=2, batch_size=8)
     solo, solo_h, together, histories = solo_and_ensemble("rnn_relu", "next_symbol", [0, 1, 2], config,
-                                                          "fused", prepare=inflate)
+                                                          prepare=inflate)
     assert [h.status for h in solo_h] == ["failed", "done", "done"]
     for args in zip(solo_h, histories, solo, together):
         assert_same_run(*args)
@@ -140,7 +131,7 @@ def test_clipping_is_per_model() -> None:
 
     config = TrainConfig(epochs=2, batch_size=16, clip=0.1, optimizer="sgd", lr=0.5)
     solo, solo_h, together, histories = solo_and_ensemble("lstm", "next_symbol", [0, 1, 2], config,
-                                                          "batched", prepare=scale)
+                                                          prepare=scale)
     for args in zip(solo_h, histories, solo, together):
         assert_same_run(*args)
 
@@ -149,14 +140,13 @@ def test_clipping_is_per_model() -> None:
 @given(count=st.integers(1, 4), cell=st.sampled_from(CELLS), seed=st.integers(0, 1000))
 def test_clip_grad_norms_equals_torch_per_model(count: int, cell: str, seed: int) -> None:
     models = [build(cell, "next_symbol", seed + k) for k in range(count)]
-    ensemble = EnsembleModel(models, "batched")
+    ensemble = EnsembleModel(models)
     train, _ = DATA["next_symbol"]
     batch = (train.targets[:8], train.lengths[:8], train.weights[:8])
     factors = 10.0 ** (torch.rand(count, generator=torch.Generator().manual_seed(seed)) * 4 - 2)
-    losses = per_model_losses("next_symbol", ensemble(train.inputs[:8], batch[1]), *batch)
-    (losses * factors).sum().backward()
-    ensemble.rnn.mask_gradients()  # as the masked modules' gradient hooks do for each model
-    norms = ensemble.clip_grad_norms(0.5)
+    losses = ensemble.losses("next_symbol", train.inputs[:8], batch[1], *batch[::2])
+    (losses * factors).sum().backward()  # masked gradients are zeroed by hooks, as in each model
+    norms = ensemble.clip(0.5)
     for k, model in enumerate(models):
         (factors[k] * task_loss("next_symbol", model(train.inputs[:8], batch[1]), *batch)).backward()
         expected = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
@@ -166,24 +156,23 @@ def test_clip_grad_norms_equals_torch_per_model(count: int, cell: str, seed: int
 
 
 @settings(max_examples=15, deadline=None)
-@given(count=st.integers(2, 4), cell=st.sampled_from(CELLS), strategy=st.sampled_from(["fused", "batched"]),
-       seed=st.integers(0, 1000), num_layers=st.integers(1, 2))
-def test_models_do_not_interact(count: int, cell: str, strategy: str, seed: int, num_layers: int) -> None:
+@given(count=st.integers(2, 4), cell=st.sampled_from(CELLS), seed=st.integers(0, 1000),
+       num_layers=st.integers(1, 2))
+def test_models_do_not_interact(count: int, cell: str, seed: int, num_layers: int) -> None:
     """After training steps, model j's loss has zero gradient in every other model's
-    parameters, its logits equal its own module's, and the fused weights are zero outside
-    the diagonal blocks."""
+    parameters and its logits equal its own module's."""
     models = [build(cell, "next_symbol", seed + k, num_layers) for k in range(count)]
-    ensemble = EnsembleModel(models, strategy)
+    ensemble = EnsembleModel(models)
     train, _ = DATA["next_symbol"]
     inputs, lengths = train.inputs[:8], train.lengths[:8]
     batch = (train.targets[:8], lengths, train.weights[:8])
     optimizer = torch.optim.Adam(ensemble.parameters(), lr=0.05)
+    remask = Remask(ensemble)
     for _ in range(2):
         optimizer.zero_grad()
         per_model_losses("next_symbol", ensemble(inputs, lengths), *batch).sum().backward()
-        ensemble.rnn.mask_gradients()
         optimizer.step()
-        ensemble.after_step(torch.ones(count, dtype=torch.bool))
+        remask()
     ensemble.load_into(models, range(count))
     optimizer.zero_grad()
     logits = ensemble(inputs, lengths)
@@ -194,17 +183,12 @@ def test_models_do_not_interact(count: int, cell: str, strategy: str, seed: int,
     others = torch.arange(count) != j
     for name, param in ensemble.named_parameters():
         assert torch.count_nonzero(param.grad[others]) == 0, name
-    for name in ensemble.rnn.weight_names:
-        if name.startswith("weight") and name != "weight_ih_l0":
-            fused = ensemble.rnn._fuse(name).detach().view(-1, count, HIDDEN, count, HIDDEN)
-            off_block = ~torch.eye(count, dtype=torch.bool).view(1, count, 1, count, 1).expand_as(fused)
-            assert torch.count_nonzero(fused[off_block]) == 0, name
 
 
 def test_masks_stay_zero_after_training() -> None:
     models = [build("lstm", "next_symbol", s) for s in range(3)]
     masks = [m.rnn.weight_hh_l0_mask.clone() for m in models]
-    fit_ensemble(models, *DATA["next_symbol"], TrainConfig(epochs=2, batch_size=16, lr=0.05), strategy="fused")
+    fit(models, *DATA["next_symbol"], TrainConfig(epochs=2, batch_size=16, lr=0.05), engine="batched")
     for model, mask in zip(models, masks):
         assert torch.count_nonzero(model.rnn.weight_hh_l0[~mask]) == 0
         assert torch.count_nonzero(model.rnn.weight_hh_l0[mask]) == int(mask.sum())
@@ -219,22 +203,52 @@ def test_per_model_losses_equal_task_loss() -> None:
             float(task_loss("next_symbol", logits[k], train.targets, train.lengths, train.weights)), rel=1e-6)
 
 
-def test_auto_strategy_follows_the_measured_rule() -> None:
-    assert choose_strategy(32, 32, 16) == "batched"
-    assert choose_strategy(16, 64, 32) == "batched"
-    assert choose_strategy(32, 32, 128) == "separate"
-    assert choose_strategy(32, 128, 16) == "separate"
-    assert choose_strategy(4, 16, 16) == "separate"
+def test_stackable_is_the_one_rule_for_training_together() -> None:
+    assert stackable([build("gru", "classify", s) for s in range(3)])
+    assert not stackable([])
+    assert not stackable([build("gru", "classify", 0), build("gru", "next_symbol", 1)])
+    assert not stackable([build("gru", "classify", 0), build("lstm", "classify", 1)])
+    assert not stackable([build("gru", "classify", 0, hidden=4), build("gru", "classify", 1)])
+    assert not stackable([SequenceClassifier(make_rnn("gru", VOCAB, 4, bidirectional=True, batch_first=True))])
+    assert not stackable([torch.nn.Linear(2, 2)])
 
 
-@pytest.mark.parametrize("strategy", ["separate", "auto"])
-def test_every_strategy_equals_fit(strategy: str) -> None:
+@pytest.mark.parametrize("engine", ["separate", "auto"])
+def test_every_engine_equals_fit(engine: str) -> None:
     config = TrainConfig(epochs=1, batch_size=16)
     train, test = DATA["next_symbol"]
     reference = [build("gru", "next_symbol", s) for s in range(16)]
     expected = [fit(m, train, test, config) for m in reference]
     models = [build("gru", "next_symbol", s) for s in range(16)]
-    for args in zip(expected, fit_ensemble(models, train, test, config, strategy=strategy), reference, models):
+    for args in zip(expected, fit(models, train, test, config, engine=engine), reference, models):
+        assert_same_run(*args)
+
+
+def test_a_hook_stopping_one_stacked_model_leaves_the_others_as_alone() -> None:
+    """A hook stops model 1 after 2 steps: it leaves the stack with its weights, its epoch
+    is still evaluated, and it equals a solo run stopped the same way; the others train on
+    and equal their solo runs."""
+
+    class StopModelAfter(Hook):
+        def __init__(self, model: int, steps: int) -> None:
+            self.model, self.steps, self.seen = model, steps, 0
+
+        def after_step(self, state: TrainState) -> None:
+            if self.model < len(state.models) and state.active[self.model]:
+                self.seen += 1
+                if self.seen == self.steps:
+                    state.stop("enough", model=self.model)
+
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.01)
+    train, test = DATA["next_symbol"]
+    together = [build("lstm", "next_symbol", s) for s in range(3)]
+    histories = fit(together, train, test, config, hooks=[StopModelAfter(1, 2)], engine="batched")
+    solo = [build("lstm", "next_symbol", s) for s in range(3)]
+    solo_h = [fit(m, train, test, config, hooks=[StopModelAfter(0, 2)] if k == 1 else [])
+              for k, m in enumerate(solo)]
+    assert [h.reason for h in histories] == ["", "enough", ""]
+    assert [len(h.epochs) for h in histories] == [2, 1, 2]
+    for args in zip(solo_h, histories, solo, together):
         assert_same_run(*args)
 
 
@@ -245,16 +259,14 @@ def test_rejects_incompatible_models() -> None:
         EnsembleRNN([make_rnn("lstm", VOCAB, 4), make_rnn("gru", VOCAB, 4)])
     with pytest.raises(ValueError, match="unidirectional"):
         EnsembleRNN([make_rnn("gru", VOCAB, 4, bidirectional=True)])
-    with pytest.raises(ValueError, match="strategy"):
-        EnsembleRNN([make_rnn("gru", VOCAB, 4)], strategy="magic")
     with pytest.raises(ValueError, match="at least one"):
         EnsembleRNN([])
     with pytest.raises(ValueError, match="must all be SequenceClassifier or all NextSymbolModel"):
         EnsembleModel([build("gru", "classify", 0), build("gru", "next_symbol", 0)])
-    with pytest.raises(ValueError, match="strategy"):
-        fit_ensemble([build("gru", "classify", 0)], *DATA["classify"], TrainConfig(), strategy="parallel")
-    with pytest.raises(ValueError, match="at least one"):
-        fit_ensemble([], *DATA["classify"], TrainConfig())
+    with pytest.raises(ValueError, match=r"engine must be one of \('auto', 'separate', 'batched'\)"):
+        fit([build("gru", "classify", 0)], *DATA["classify"], TrainConfig(), engine="parallel")
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        fit([], *DATA["classify"], TrainConfig())
     with pytest.raises(ValueError, match="share a task"):
-        fit_ensemble([build("gru", "classify", 0)], DATA["classify"][0], DATA["next_symbol"][1], TrainConfig(),
-                     strategy="batched")
+        fit([build("gru", "classify", 0)], DATA["classify"][0], DATA["next_symbol"][1], TrainConfig(),
+            engine="batched")

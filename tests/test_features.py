@@ -13,8 +13,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bench_features import networkx_study_features
-from graphprior.features import FEATURE_NAMES, STUDY_FEATURES, feature_table, graph_features
+from graphprior.features import FEATURE_NAMES, STUDY_FEATURES, feature_table, graph_features, networkx_study_features
 from graphprior.generators import generate, to_igraph, to_networkx
 
 
@@ -170,6 +169,9 @@ def test_table_prefix_and_bad_options():
         graph_features(graphs[0], path_sample_threshold=0)
     with pytest.raises(ValueError, match="graph must have at least one node"):
         graph_features(igraph.Graph())
+    for seed in (-1, 0.5):
+        with pytest.raises(ValueError, match=f"seed must be an integer >= 0, got {seed}"):
+            graph_features(graphs[0], seed=seed)
 
 
 def test_study_only_gives_the_same_study_columns():

@@ -12,9 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from benchmarks.bench_layered import PerConnectionLayeredRNN, copy_into_fused
-from rnn_models import native
-from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
+from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure, PerConnectionLayeredRNN
 from rnn_models.masked import GATES
 from rnn_models.train import SequenceClassifier
 
@@ -41,7 +39,7 @@ def reference_and_fused(structure: LayeredStructure, cell: str, input_size: int)
     """The per-connection reference and the fused LayeredRNN on the same weights."""
     reference = PerConnectionLayeredRNN(structure, input_size, cell)
     fused = LayeredRNN(structure, input_size, cell=cell, batch_first=True)
-    copy_into_fused(reference, fused)
+    reference.copy_into(fused)
     return reference, fused
 
 
@@ -201,14 +199,11 @@ def test_compiled_layers_equal_torch_kernels(structure, cell, batch_first):
     model = LayeredRNN(structure, 3, cell=cell, batch_first=batch_first)
     x = (torch.randn(4, 6, 3) if batch_first else torch.randn(6, 4, 3)).requires_grad_()
     results = []
-    for enabled in (True, False):
-        native.ENABLED = enabled
-        try:
-            model.zero_grad()
-            x.grad = None
-            out, states = model(x)
-        finally:
-            native.ENABLED = True
+    for engine in ("compiled", "torch"):
+        model.engine = engine
+        model.zero_grad()
+        x.grad = None
+        out, states = model(x)
         flat = [s for state in states for s in (state if isinstance(state, tuple) else (state,))]
         (out.square().sum() + sum(s.sum() for s in flat)).backward()
         results.append([out.detach(), x.grad.clone()] + [s.detach() for s in flat]
@@ -225,13 +220,10 @@ def test_a_loss_on_final_cell_states_alone_gets_torchs_gradients():
     model = LayeredRNN(skip_structure(), 3, cell="lstm", batch_first=True)
     x = torch.randn(4, 5, 3)
     grads = []
-    for enabled in (True, False):
-        native.ENABLED = enabled
-        try:
-            model.zero_grad()
-            _, states = model(x)
-        finally:
-            native.ENABLED = True
+    for engine in ("compiled", "torch"):
+        model.engine = engine
+        model.zero_grad()
+        _, states = model(x)
         sum(c.square().sum() for _, c in states).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for mine, theirs in zip(*grads):
@@ -241,9 +233,13 @@ def test_a_loss_on_final_cell_states_alone_gets_torchs_gradients():
 def test_float64_input_runs_on_torch_kernels():
     structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
     model = LayeredRNN(structure, 2, cell="gru", batch_first=True).double()
-    assert not native.applies(torch.zeros(1, dtype=torch.float64))
-    out, _ = model(torch.randn(2, 4, 2, dtype=torch.float64))
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    assert model.engine_for(x) == "torch"
+    out, _ = model(x)
     assert out.dtype == torch.float64 and out.shape == (2, 4, 3)
+    model.engine = "compiled"
+    with pytest.raises(ValueError, match="engine 'compiled' needs a batched float32 CPU tensor.*float64"):
+        model(x)
 
 
 def test_unbatched_and_autocast_inputs_run_on_torch_kernels():
@@ -253,16 +249,31 @@ def test_unbatched_and_autocast_inputs_run_on_torch_kernels():
     x = torch.randn(4, 2)
     assert model(x)[0].shape == (4, 3)
     torch.testing.assert_close(model(x)[0], model(x.unsqueeze(0))[0][0])
+    assert model.engine_for(x) == "torch" and model.engine_for(x.unsqueeze(0)) == "compiled"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not native.applies(x)
+        assert model.engine_for(x.unsqueeze(0)) == "torch"
         assert model(x.unsqueeze(0))[0].shape == (1, 4, 3)
 
 
+def test_engine_argument_is_checked_and_torch_is_always_honoured():
+    structure = LayeredStructure((2, 3), (LayerConnection(0, 1, torch.ones(3, 2, dtype=torch.bool)),))
+    with pytest.raises(ValueError, match=r"engine must be one of \('auto', 'torch', 'compiled'\) for a layered"):
+        LayeredRNN(structure, 2, engine="numba")
+    model = LayeredRNN(structure, 2, batch_first=True, engine="torch")
+    assert model.engine_for(torch.randn(2, 4, 2)) == "torch"
+    packed = pack_padded_sequence(torch.randn(2, 4, 2), torch.tensor([4, 2]), batch_first=True)
+    model.engine = "compiled"
+    with pytest.raises(ValueError, match="PackedSequence"):
+        model(packed)
+
+
 def test_a_model_pickled_without_its_native_plan_gets_one():
-    """Models saved before the compiled network existed have no ``_native_plan``."""
+    """Models saved before the compiled network existed have no ``_native_plan`` (nor
+    ``engine``)."""
     model = LayeredRNN(skip_structure(), 3, cell="gru", batch_first=True)
     old = copy.copy(model)
-    del old.__dict__["_native_plan"]
+    del old.__dict__["_native_plan"], old.__dict__["engine"]
     restored = pickle.loads(pickle.dumps(old))
+    assert restored.engine == "auto"
     x = torch.randn(2, 4, 3)
     torch.testing.assert_close(restored(x)[0], model(x)[0])

@@ -6,6 +6,7 @@ import copy
 import io
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnn_models.masked import GATES, MaskedGRU, MaskedLSTM, MaskedRNN, make_rnn
+from rnn_models.masked import GATES, MaskedGRU, MaskedLSTM, MaskedRNN, Remask, make_rnn
 
 CELLS = sorted(GATES)
 DENSE = {"rnn_tanh": nn.RNN, "rnn_relu": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -93,12 +94,14 @@ def test_classes_match_make_rnn_and_torch_bases():
     assert MaskedLSTM(2, 3, 2, batch_first=True).num_layers == 2  # torch's positional arguments
 
 
-def _train_steps(model, optimizer, steps, x):
+def _train_steps(model, optimizer, steps, x, remask=None):
     for _ in range(steps):
         optimizer.zero_grad()
         out, _ = model(x)
         out.pow(2).mean().backward()
         optimizer.step()
+        if remask is not None:
+            remask()
 
 
 @pytest.mark.parametrize("make_optimizer", [
@@ -162,8 +165,13 @@ def test_mask_set_mid_training_holds_despite_optimizer_state(make_optimizer):
     _train_steps(model, optimizer, 3, x)  # momentum of every weight is now non-zero
     mask = random_mask(5, 5, 0.3, 14)
     model.set_mask("weight_hh_l0", mask)
-    _train_steps(model, optimizer, 5, x)
+    unguarded = copy.deepcopy(model)
+    unguarded_optimizer = make_optimizer(unguarded.parameters())
+    unguarded_optimizer.load_state_dict(optimizer.state_dict())
+    _train_steps(model, optimizer, 5, x, remask=Remask(model))
     assert torch.equal(model.weight_hh_l0 != 0, mask.repeat(3, 1))
+    _train_steps(unguarded, unguarded_optimizer, 5, x)  # without Remask the momentum revives them
+    assert not torch.equal(unguarded.weight_hh_l0 != 0, mask.repeat(3, 1))
 
 
 def test_loaded_nonzero_masked_weight_is_masked_again():
@@ -219,7 +227,7 @@ def test_copies_keep_masking_and_masks_are_buffers():
     x = torch.randn(2, 4, 3, dtype=torch.double)
     _train_steps(clone, optimizer, 3, x)
     clone.set_mask("weight_ih_l0", random_mask(4, 3, 0.5, 15))  # Adam moments are non-zero here
-    _train_steps(clone, optimizer, 3, x)
+    _train_steps(clone, optimizer, 3, x, remask=Remask(clone))
     for name, mask in clone.masks.items():
         weight = getattr(clone, name)
         assert torch.all(weight[~mask] == 0) and torch.all(weight.grad[~mask] == 0), name
@@ -240,9 +248,10 @@ def test_in_place_mask_edit_takes_effect_at_the_next_step():
     model = make_rnn("lstm", 3, 4, hh_mask=torch.ones(4, 4, dtype=torch.bool))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(2, 5, 3)
-    _train_steps(model, optimizer, 2, x)  # the cached 0/1 copy of the mask exists now
+    remask = Remask(model)
+    _train_steps(model, optimizer, 2, x, remask)  # the cached 0/1 copy of the mask exists now
     model.weight_hh_l0_mask[5, 1] = False
-    _train_steps(model, optimizer, 1, x)
+    _train_steps(model, optimizer, 1, x, remask)
     assert model.weight_hh_l0[5, 1] == 0 and model.weight_hh_l0.grad[5, 1] == 0
     assert int((model.weight_hh_l0 == 0).sum()) == 1
 
@@ -302,39 +311,55 @@ def test_cuda_training_keeps_masks():
         assert torch.all(getattr(model, name)[~mask] == 0)
 
 
-def test_masks_hold_for_modules_an_optimizer_takes_on_later():
-    """The modules to re-mask are found once per optimizer: a parameter group added later,
-    or a weight replaced later, must still be re-masked after the step. Gradients set by
-    hand bypass the gradient hooks, so only the re-masking keeps the weights zero here."""
-    def step_with_dense_gradients(optimizer, module):
+def test_remask_reads_weights_and_masks_live():
+    """``Remask`` finds the mask holders once; a weight replaced or a mask registered later
+    is still re-masked. Gradients set by hand bypass the gradient hooks, so only the
+    re-masking keeps the weights zero here."""
+    def step_with_dense_gradients(optimizer, module, remask):
         for parameter in module.parameters():
             parameter.grad = torch.ones_like(parameter)
         optimizer.step()
+        remask()
 
-    first = make_rnn("lstm", 3, 4, hh_mask=random_mask(4, 4, 0.5, 20))
-    second = make_rnn("gru", 3, 4, hh_mask=random_mask(4, 4, 0.5, 21))
-    optimizer = torch.optim.SGD(first.parameters(), lr=0.1)
-    step_with_dense_gradients(optimizer, first)
-    optimizer.add_param_group({"params": list(second.parameters())})
-    step_with_dense_gradients(optimizer, second)
+    model = torch.nn.ModuleList([make_rnn("lstm", 3, 4, hh_mask=random_mask(4, 4, 0.5, 20)),
+                                 make_rnn("gru", 3, 4, hh_mask=random_mask(4, 4, 0.5, 21)),
+                                 make_rnn("lstm", 3, 4)])
+    first, second, third = model
+    remask = Remask(model)
+    assert remask.holders == [first, second, third]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step_with_dense_gradients(optimizer, model, remask)
     for module in (first, second):
         assert torch.equal(module.weight_hh_l0 != 0, module.masks["weight_hh_l0"])
     second.weight_hh_l0 = torch.nn.Parameter(torch.ones_like(second.weight_hh_l0))
-    optimizer.param_groups[1]["params"] = list(second.parameters())
-    step_with_dense_gradients(optimizer, second)
-    assert torch.equal(second.weight_hh_l0 != 0, second.masks["weight_hh_l0"])
-    shared = torch.nn.Parameter(torch.ones(12, 4))
-    third = make_rnn("gru", 3, 4, hh_mask=random_mask(4, 4, 0.5, 22))
-    alone = torch.optim.SGD([shared], lr=0.1)
-    shared.grad = torch.ones_like(shared)
-    alone.step()  # third holds none of its parameters yet
-    third.weight_hh_l0 = shared
-    alone.step()
-    assert torch.equal(third.weight_hh_l0 != 0, third.masks["weight_hh_l0"])
+    third.register_buffer("weight_hh_l0_mask", random_mask(4, 4, 0.5, 23).repeat(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step_with_dense_gradients(optimizer, model, remask)
+    for module in (second, third):
+        assert torch.equal(module.weight_hh_l0 != 0, module.masks["weight_hh_l0"])
 
-    fourth = make_rnn("lstm", 3, 4)
-    late = torch.optim.SGD(fourth.parameters(), lr=0.1)
-    step_with_dense_gradients(late, fourth)  # no masks yet: nothing to re-mask
-    fourth.register_buffer("weight_hh_l0_mask", random_mask(4, 4, 0.5, 23).repeat(4, 1))
-    step_with_dense_gradients(late, fourth)
-    assert torch.equal(fourth.weight_hh_l0 != 0, fourth.masks["weight_hh_l0"])
+
+def test_fit_re_masks_after_every_step_with_optimizer_state():
+    """Inside ``fit`` the ``Remask`` hook runs after each step: a mask set by a hook in the
+    middle of training (with Adam's moments non-zero) holds from the next step on."""
+    from rnn_models.train import Hook, SequenceClassifier, TrainConfig, fit
+
+    class PruneAtStep(Hook):
+        def __init__(self):
+            self.mask, self.checked = random_mask(6, 6, 0.3, 30), 0
+
+        def after_step(self, state):
+            rnn = state.model.rnn
+            if state.step == 3:
+                rnn.set_mask("weight_hh_l0", self.mask)
+            if state.step > 3:
+                assert torch.equal(rnn.weight_hh_l0 != 0, self.mask.repeat(4, 1))
+                self.checked += 1
+
+    g = torch.Generator().manual_seed(0)
+    data = SimpleNamespace(task="classify", inputs=torch.randn(32, 5, 3, generator=g),
+                           lengths=torch.full((32,), 5), targets=(torch.rand(32, generator=g) < 0.5).float())
+    hook = PruneAtStep()
+    fit(SequenceClassifier(make_rnn("lstm", 3, 6, batch_first=True)), data, data,
+        TrainConfig(epochs=2, batch_size=8, lr=0.05), hooks=[hook])
+    assert hook.checked == 5

@@ -250,7 +250,8 @@ def test_csv_and_parquet_load_like_the_frame(tmp_path, table):
     frame = synthetic_frame()
     frame.to_csv(tmp_path / "runs.csv", index=False)
     frame.to_parquet(tmp_path / "runs.parquet", index=False)
-    for path in (tmp_path / "runs.csv", tmp_path / "runs.parquet"):
+    frame.to_parquet(tmp_path / "runs.pq", index=False)
+    for path in (tmp_path / "runs.csv", tmp_path / "runs.parquet", tmp_path / "runs.pq"):
         loaded = P.load_table(path, features=FEATURES)
         pd.testing.assert_frame_equal(loaded.frame, table.frame, check_dtype=False)
 
@@ -285,7 +286,7 @@ def test_bad_files_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         P.load_table(tmp_path / "missing.csv")
     (tmp_path / "runs.txt").write_text("x")
-    with pytest.raises(ValueError, match="unsupported file type '.txt'"):
+    with pytest.raises(ValueError, match="unsupported file type '.txt'; allowed: .csv, .parquet, .pq, .db"):
         P.load_table(tmp_path / "runs.txt")
 
 

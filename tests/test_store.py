@@ -140,3 +140,37 @@ def test_export_rejects_unknown_suffix(tmp_path):
     ResultsStore(tmp_path / "r.db").close()
     with pytest.raises(ValueError, match=r"output must end in .csv, .parquet or .pq, got 't.xlsx'"):
         export_table(tmp_path / "r.db", tmp_path / "t.xlsx")
+
+
+def test_a_record_without_a_graph_round_trips_through_the_not_null_column(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultsStore(path) as store:
+        store.add(record(0))
+        store.add(record(1, "failed", graph_id=None))
+        assert {r.run_id: r.graph_id for r in store.records()} == {"run0000": "g0", "run0001": None}
+    with sqlite3.connect(path) as connection:  # the column stays NOT NULL, as in every store so far
+        assert connection.execute("SELECT graph_id FROM runs ORDER BY run_id").fetchall() == [("g0",), ("",)]
+    table = read_table(path).set_index("run_id")
+    assert table.loc["run0000", "graph_id"] == "g0" and pd.isna(table.loc["run0001", "graph_id"])
+
+
+def test_a_failed_run_records_its_graphs_fingerprint_or_none_when_it_has_no_graph(tmp_path):
+    from graphprior.generators import generate, graph_fingerprint
+    from graphprior.spec import expand
+    from graphprior.sweep import guarded
+
+    def boom(config):
+        raise RuntimeError("boom")
+
+    spec = {"name": "fails", "tasks": [{"kind": "classify", "size": 40}], "model": {"cells": ["gru"]},
+            "generators": [{"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.5}},
+                           {"name": "watts_strogatz", "params": {"n": 6, "k": 3, "p": 0.5}}]}  # k odd: no graph
+    drawn, undrawable = expand(spec)
+    records = [guarded(boom, config) for config in (drawn, undrawable)]
+    assert [r.status for r in records] == ["failed", "failed"]
+    expected = graph_fingerprint(generate("watts_strogatz", n=6, k=2, p=0.5, seed=drawn.graph_seed))
+    assert [r.graph_id for r in records] == [expected, None]
+    with ResultsStore(tmp_path / "r.db") as store:
+        for r in records:
+            store.add(r)
+        assert sorted(store.records(), key=lambda r: r.run_id) == sorted(records, key=lambda r: r.run_id)

@@ -50,7 +50,7 @@ def fake_run(config) -> RunRecord:
     """A stand-in for run_one: instant, deterministic, raises for p == 0.5 with gru."""
     if config.cell == "gru" and config.params.get("p") == 0.5:
         raise RuntimeError(f"injected failure\nfor {config.run_id}")
-    return RunRecord(run_id=config.run_id, graph_id=config.graph_id, seed=config.seed, status="done",
+    return RunRecord(run_id=config.run_id, graph_id=config.draw_id, seed=config.seed, status="done",
                      config=config.canonical(), flat=config.flat(), metrics={"test_acc": config.params["p"]})
 
 
@@ -215,14 +215,14 @@ def test_per_gate_layout_draws_one_graph_per_gate():
     assert all(blocks[i].equal(recurrent_mask(g)) for i, g in enumerate(graphs))
 
 
-@pytest.mark.parametrize("strategy", ["batched", "fused"])
-def test_ensemble_group_trainer_matches_runs_one_by_one(strategy):
-    """Runs trained together as an ensemble get the records they get alone (float tolerance);
+@pytest.mark.parametrize("engine", ["batched", "separate"])
+def test_ensemble_group_trainer_matches_runs_one_by_one(engine):
+    """Runs trained together as one stack get the records they get alone (float tolerance);
     a run whose graph cannot be drawn fails on its own."""
     from graphprior.sweep import run_ensemble
 
     configs = expand(tiny_spec())
-    together = run_ensemble(configs, strategy=strategy)
+    together = run_ensemble(configs, engine=engine)
     assert [r.run_id for r in together] == [c.run_id for c in configs]
     for config, record in zip(configs, together):
         alone = run_one(config) if config.params["k"] == 2 else guarded(run_one, config)
@@ -244,9 +244,9 @@ def test_groups_default_to_the_ensemble_trainer(tmp_path):
     assert read_table(store).run_id.is_unique
 
 
-def test_layered_runs_of_different_shapes_train_as_one_ensemble():
-    """The study's layered mapping: DAGs of different sizes share one group and one
-    layered-ensemble fit, with the records they get alone."""
+def test_layered_runs_of_different_shapes_share_one_group():
+    """The study's layered mapping: DAGs of different sizes share one group and one fit
+    call (one model after another, on the compiled network), with the records they get alone."""
     from graphprior.sweep import run_ensemble
 
     spec = tiny_spec(
@@ -255,7 +255,7 @@ def test_layered_runs_of_different_shapes_train_as_one_ensemble():
     )
     configs = expand(spec)
     assert len({c.group_key() for c in configs}) == 1
-    together = run_ensemble(configs, strategy="batched")
+    together = run_ensemble(configs)
     for config, record in zip(configs, together):
         alone = run_one(config)
         assert record.status == alone.status == "done"
@@ -280,16 +280,32 @@ def test_a_run_failing_after_training_fails_alone_in_an_ensemble(monkeypatch):
         return real(graphs)
 
     monkeypatch.setattr(sweep, "structural_features", features)
-    records = sweep.run_ensemble(configs, strategy="batched")
+    records = sweep.run_ensemble(configs, engine="batched")
     assert [(r.status, r.reason) for r in records] == [("failed", "RuntimeError: features broke"), ("done", None)]
 
 
-def test_auto_trains_unpackable_models_one_by_one():
-    """'auto' never picks a batched strategy the models cannot use (bidirectional here)."""
-    from rnn_models.ensemble import _packable
-    from rnn_models.masked import make_rnn
-    from rnn_models.train import SequenceClassifier
+class WeightNorm:
+    """A hook recording the weight norm per epoch (picklable: module level)."""
 
-    uni = [SequenceClassifier(make_rnn("gru", 4, 4, batch_first=True)) for _ in range(2)]
-    bi = [SequenceClassifier(make_rnn("gru", 4, 4, batch_first=True, bidirectional=True)) for _ in range(2)]
-    assert _packable(uni) and not _packable(bi)
+    def on_epoch_end(self, state):
+        import torch
+
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.cat([p.reshape(-1) for p in state.model.parameters()]))
+        state.record("weight_norm", float(norm))
+
+
+@pytest.mark.parametrize("group_size", [1, 8])
+def test_values_a_hook_records_reach_the_store(tmp_path, group_size):
+    from graphprior.sweep import run_ensemble
+
+    store = tmp_path / "r.db"
+    group_fn = functools.partial(run_ensemble, hooks=[WeightNorm()]) if group_size > 1 else \
+        functools.partial(run_group, run_fn=functools.partial(run_one, hooks=[WeightNorm()]))
+    run_sweep(tiny_spec(), store, backend="serial", group_size=group_size, group_fn=group_fn, progress=False)
+    with ResultsStore(store) as results:
+        records = [r for r in results.records() if r.status == "done"]
+    assert len(records) == 4
+    for record in records:
+        norms = [epoch["weight_norm"] for epoch in record.history]
+        assert len(norms) == len(record.history) >= 1 and all(n > 0 for n in norms)

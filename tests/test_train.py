@@ -9,11 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from rnn_models.config import ConfigError
 from rnn_models.masked import make_rnn
 from rnn_models.train import (
+    EVENTS,
+    Hook,
     NextSymbolModel,
     SequenceClassifier,
     TrainConfig,
+    TrainState,
     batches,
     clip_gradients,
     fit,
@@ -223,19 +227,42 @@ def test_batches_cover_every_sequence_once(bucket):
     ("optimizer", "lbfgs", "optimizer must be one of"),
     ("lr", 0.0, "lr must be > 0"),
     ("batch_size", 0, "batch_size must be >= 1"),
-    ("epochs", 0, "epochs must be >= 1"),
+    ("epochs", 0, r"epochs must be in 1..100000, got 0"),
+    ("epochs", 100_001, r"epochs must be in 1..100000"),
+    ("seed", -1, "seed must be >= 0"),
+    ("bucket", 1, "bucket must be bool, got 1"),
     ("clip", -1.0, "clip must be None or > 0"),
     ("patience", 0, "patience must be None or >= 1"),
     ("momentum", 1.0, "momentum must be in"),
-    ("device", "gpu0", "device must be a torch device"),
+    ("device", "gpu0", "device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu0'"),
     ("lr", "0.1", "lr must be int or float, got '0.1'"),
     ("epochs", None, "epochs must be int, got None"),
     ("batch_size", 2.5, "batch_size must be int, got 2.5"),
     ("clip", True, "clip must be int or float or None, got True"),
 ])
 def test_config_rejects_bad_values(field, value, match):
-    with pytest.raises(ValueError, match=match):
+    """Each bad value is a ConfigError naming the field (what graphprior's specs report too)."""
+    with pytest.raises(ConfigError, match=match) as caught:
         TrainConfig(**{field: value})
+    assert caught.value.field == field
+
+
+def test_config_takes_a_torch_device():
+    assert TrainConfig(device=torch.device("cpu")).device == "cpu"
+
+
+def test_spec_train_table_is_train_config():
+    """The sweep spec's ``[train]`` has TrainConfig's fields (less the run's seed), its
+    defaults (but the study's clip of 5) and its checks."""
+    from dataclasses import fields
+
+    from graphprior.spec import SpecError, TrainSpec, validate_spec
+
+    assert list(TrainSpec.model_fields) == [f.name for f in fields(TrainConfig) if f.name != "seed"]
+    assert TrainConfig(**TrainSpec().model_dump()) == TrainConfig(clip=5.0)
+    spec = {"generators": [{"name": "ring_lattice", "params": {"n": 6, "k": 2}}], "train": {"momentum": 1.5}}
+    with pytest.raises(SpecError, match=r"^train.momentum: must be in \[0, 1\), got 1.5$"):
+        validate_spec(spec)
 
 
 def test_fit_rejects_malformed_data():
@@ -282,3 +309,106 @@ def test_clip_gradients_follows_torchs_clip_grad_norm(scale, second_dtype):
         torch.testing.assert_close(a.grad, b.grad, equal_nan=True)
     if scale == 0.01:
         assert all(torch.equal(a.grad, g) for a, g in zip(mine, gradients))  # untouched, not multiplied by 1
+
+
+class EventLog(Hook):
+    """Records every event with the epoch and step it saw; stops after ``stop_at`` steps."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.events: list[tuple[str, int, int]] = []
+        self.stop_at = stop_at
+
+    def _log(self, name: str, state: TrainState) -> None:
+        self.events.append((name, state.epoch, state.step))
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._log("on_train_begin", state)
+
+    def before_step(self, state: TrainState) -> None:
+        assert all(p.grad is not None for p in state.model.parameters())  # the latest gradients
+        self._log("before_step", state)
+
+    def after_step(self, state: TrainState) -> None:
+        self._log("after_step", state)
+        if state.step == self.stop_at:
+            state.stop("the hook had seen enough")
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        assert set(state.scores[0]) == {"test_loss", "test_acc"}
+        self._log("on_epoch_end", state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self._log("on_train_end", state)
+
+
+def test_a_hook_sees_every_step_and_epoch_in_order():
+    train, test = classify_data(40, seed=20), classify_data(8, seed=21)
+    log = EventLog()
+    fit(classifier(), train, test, TrainConfig(batch_size=16, epochs=2), hooks=[log])
+    steps_per_epoch = 3  # 40 sequences in batches of 16
+    expected = [("on_train_begin", 0, 0)]
+    step = 0
+    for epoch in (1, 2):
+        for _ in range(steps_per_epoch):
+            expected += [("before_step", epoch, step), ("after_step", epoch, step + 1)]
+            step += 1
+        expected.append(("on_epoch_end", epoch, step))
+    expected.append(("on_train_end", 2, step))
+    assert log.events == expected
+
+
+def test_a_hook_can_stop_training_mid_epoch_and_the_epoch_is_still_scored():
+    train, test = classify_data(40, seed=20), classify_data(8, seed=21)
+    log = EventLog(stop_at=4)
+    history = fit(classifier(), train, test, TrainConfig(batch_size=16, epochs=5), hooks=[log])
+    assert (history.status, history.reason) == ("done", "the hook had seen enough")
+    assert [e["epoch"] for e in history.epochs] == [1, 2]
+    assert [name for name, _, _ in log.events].count("after_step") == 4
+    assert log.events[-2:] == [("on_epoch_end", 2, 4), ("on_train_end", 2, 4)]
+
+
+class WeightNorm(Hook):
+    """The worked example of docs/models.md: the weight norm of each model per epoch."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.cat([p.reshape(-1) for p in state.model.parameters()]))
+        state.record("weight_norm", float(norm))
+
+
+def test_values_a_hook_records_join_the_epochs_history():
+    model = classifier()
+    history = fit(model, classify_data(32, seed=22), classify_data(8, seed=23),
+                  TrainConfig(batch_size=16, epochs=2), hooks=[WeightNorm()])
+    assert [set(e) for e in history.epochs] == [{"epoch", "train_loss", "test_loss", "test_acc", "weight_norm"}] * 2
+    final = torch.linalg.vector_norm(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert history.final["weight_norm"] == pytest.approx(float(final))
+    assert history.epochs[0]["weight_norm"] != history.epochs[1]["weight_norm"]
+
+
+def test_hooks_are_checked():
+    data = classify_data(16, seed=24)
+    with pytest.raises(ValueError, match=r"hooks\[1\] \(object\) has none of the hook methods"):
+        fit(classifier(), data, data, TrainConfig(epochs=1), hooks=[WeightNorm(), object()])
+
+    class Clobber(Hook):
+        def on_epoch_end(self, state):
+            state.record("test_acc", 1.0)
+
+    with pytest.raises(ValueError, match="name 'test_acc' is one of the loop's own columns"):
+        fit(classifier(), data, data, TrainConfig(epochs=1), hooks=[Clobber()])
+    assert EVENTS == ("on_train_begin", "before_step", "after_step", "on_epoch_end", "on_train_end")
+
+
+def test_any_object_with_some_hook_methods_is_a_hook():
+    class OnlyEnd:
+        def __init__(self):
+            self.calls = 0
+
+        def on_train_end(self, state):
+            self.calls += 1
+
+    data = classify_data(16, seed=25)
+    hook = OnlyEnd()
+    fit([classifier(0), classifier(1)], data, data, TrainConfig(epochs=1), hooks=[hook], engine="separate")
+    assert hook.calls == 2

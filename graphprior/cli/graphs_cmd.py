@@ -10,6 +10,7 @@ import click
 
 from graphprior.features import feature_table
 from graphprior.generators import GENERATORS, generate as generate_graph, load_graph, save_graph
+from graphprior.table import check_table_path, write_table
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -66,7 +67,7 @@ def generate(name: str, n: int | None, k: float | None, m: int | None, p: float 
 
 @click.command()
 @click.argument("graphs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table: .csv or .parquet.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table: .csv, .parquet or .pq.")
 @click.option("--directed", is_flag=True, help="Read edge-list files as directed graphs.")
 @click.option("--small-world", is_flag=True, help="Add the small-world coefficient sigma (slow).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of community detection and sampling.")
@@ -75,16 +76,13 @@ def features(graphs: tuple[Path, ...], output: Path, directed: bool, small_world
 
     Example: graphprior features graphs/*.graphml -o features.csv
     """
-    suffix = output.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise click.BadParameter(f"output must end in .csv or .parquet, got {output.name}", param_hint="-o")
+    try:
+        check_table_path(output)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="-o") from None
     table = feature_table([_read(path, directed) for path in graphs], progress=True, small_world=small_world, seed=seed)
     table.insert(0, "graph", [str(path) for path in graphs])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        table.to_csv(output, index=False)
-    else:
-        table.to_parquet(output, index=False)
+    write_table(table, output)
     click.echo(f"{len(table)} graphs x {table.shape[1] - 1} features -> {output}")
 
 
