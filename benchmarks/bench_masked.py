@@ -2,7 +2,7 @@
 
 For every cell type and hidden size, three models learn the same batch side by side:
 ``dense`` (``torch.nn.RNN/LSTM/GRU``), ``masked`` (``rnn_models.masked`` with an 80 %
-sparse ``weight_hh``) and ``loop``, the per-time-step masked layer of deepstruct 0.10
+sparse ``weight_hh``, re-masked after each step as ``fit`` does) and ``loop``, the per-time-step masked layer of deepstruct 0.10
 (``MaskedRecurrentLayer`` / ``MaskedGRULayer`` / ``MaskedLSTMLayer`` with ``unfold``),
 when ``deepstruct`` is installed (``pip install deepstruct==0.10.0 --no-deps``). A step is
 forward, backward and an Adam step; steps are interleaved and medians reported.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from rnn_models.masked import GATES, make_rnn
+from rnn_models.masked import GATES, Remask, make_rnn
 
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 VOCAB = 7  # Reber alphabet
@@ -75,14 +75,17 @@ def models(cell: str, hidden: int, density: float, seed: int) -> dict[str, nn.Mo
 
 
 def train_step(model: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """A closure doing forward, backward and one Adam step on the fixed batch."""
+    """A closure doing forward, backward and one Adam step on the fixed batch, then what
+    ``rnn_models.train.fit`` does after a step: re-mask (``Remask``; nothing for dense models)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    remask = Remask(model)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         logits = model["head"](model["rnn"](x)[0][:, -1]).squeeze(1)
         nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
         optimizer.step()
+        remask()
 
     return step
 
