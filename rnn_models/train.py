@@ -248,7 +248,7 @@ def prepare_pair(train: Any, test: Any, config: TrainConfig) -> tuple[PreparedDa
 # hooks
 # ---------------------------------------------------------------------------------------
 
-EVENTS = ("on_train_begin", "before_step", "after_step", "on_epoch_end", "on_train_end")
+EVENTS = ("on_train_begin", "before_batch", "before_step", "after_step", "on_epoch_end", "on_train_end")
 """The points of ``fit``'s loop where hooks are called, in the order they first occur."""
 
 
@@ -258,6 +258,8 @@ class Hook:
     here does nothing), or pass any object with some of them (``EVENTS``).
 
     * ``on_train_begin``: once, before the first batch;
+    * ``before_batch``: before each batch's forward pass (e.g. to put the weights the
+      forward pass should use in place);
     * ``before_step``: after the backward pass and gradient clipping, before the optimizer
       step (the gradients are in the parameters' ``.grad``);
     * ``after_step``: after the optimizer step (and after the masks are re-applied);
@@ -268,6 +270,9 @@ class Hook:
 
     def on_train_begin(self, state: "TrainState") -> None:
         """Called once, before the first batch."""
+
+    def before_batch(self, state: "TrainState") -> None:
+        """Called before each batch's forward pass."""
 
     def before_step(self, state: "TrainState") -> None:
         """Called after backward and clipping, before ``optimizer.step()``."""
@@ -442,6 +447,7 @@ class _Loop:
         without it: no arithmetic mixes models, so the others' step is what it is alone."""
         state, stack = self.state, self.stack
         inputs, lengths, targets, weights = batch
+        self.call("before_batch")
         while True:
             state.optimizer.zero_grad(set_to_none=True)
             losses = stack.losses(self.train_data.task, inputs, lengths, targets, weights)

@@ -324,6 +324,9 @@ class EventLog(Hook):
     def on_train_begin(self, state: TrainState) -> None:
         self._log("on_train_begin", state)
 
+    def before_batch(self, state: TrainState) -> None:
+        self._log("before_batch", state)
+
     def before_step(self, state: TrainState) -> None:
         assert all(p.grad is not None for p in state.model.parameters())  # the latest gradients
         self._log("before_step", state)
@@ -350,7 +353,7 @@ def test_a_hook_sees_every_step_and_epoch_in_order():
     step = 0
     for epoch in (1, 2):
         for _ in range(steps_per_epoch):
-            expected += [("before_step", epoch, step), ("after_step", epoch, step + 1)]
+            expected += [("before_batch", epoch, step), ("before_step", epoch, step), ("after_step", epoch, step + 1)]
             step += 1
         expected.append(("on_epoch_end", epoch, step))
     expected.append(("on_train_end", 2, step))
@@ -397,7 +400,7 @@ def test_hooks_are_checked():
 
     with pytest.raises(ValueError, match="name 'test_acc' is one of the loop's own columns"):
         fit(classifier(), data, data, TrainConfig(epochs=1), hooks=[Clobber()])
-    assert EVENTS == ("on_train_begin", "before_step", "after_step", "on_epoch_end", "on_train_end")
+    assert EVENTS == ("on_train_begin", "before_batch", "before_step", "after_step", "on_epoch_end", "on_train_end")
 
 
 def test_any_object_with_some_hook_methods_is_a_hook():
