@@ -47,6 +47,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     create_model,
+    model_serializer,
     model_validator,
 )
 
@@ -283,15 +284,59 @@ class ModelSpec(_Strict):
         return self
 
 
-class TaskSpec(_Strict):
-    """A Reber task of ``reber.tasks``; ``size`` strings in all, ``test_fraction`` of them held out."""
+STREAM_DEFAULTS: dict[str, int] = {"streams": 16, "window": 50, "stream_symbols": 100_000}
+"""The ``continual`` task's stream settings when a spec leaves them out."""
+STREAM_EVAL_WINDOW = 1000
+"""Symbols the evaluation stream is read in per call (``graphprior.continual``)."""
+_STREAM_FIELDS = tuple(STREAM_DEFAULTS)
 
-    kind: Literal["classify", "next_symbol", "continual"] = "classify"
+
+class TaskSpec(_Strict):
+    """A Reber task of ``reber.tasks``; ``size`` strings in all (continual tasks: windows
+    in all), ``test_fraction`` of them held out.
+
+    ``continual`` is the protocol of Gers, Schmidhuber & Cummins (2000): ``streams``
+    parallel unbroken streams cut into ``window``-symbol windows, the state carried from
+    window to window and never reset (``graphprior.continual``), and after training one
+    fresh ``stream_symbols``-symbol stream run without any reset, whose measures join the
+    run's metrics (``stream_solved``, ``stream_symbols_before_error``, ...); its grammar
+    defaults to the embedded one, whose T/P symbols are the long-range memory task.
+    ``continual_windows`` is the older, easier protocol: 100-symbol windows each started
+    from a zero state. The stream fields belong to ``continual`` only and are left out of
+    the canonical config (and so of the run id) elsewhere.
+    """
+
+    kind: Literal["classify", "next_symbol", "continual", "continual_windows"] = "classify"
     negatives: Literal["paper", "hard"] = "paper"
     grammar: Literal["reber", "embedded"] = "reber"
     size: int = Field(default=2000, ge=8, le=10_000_000)
     test_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0)
+    streams: int | None = Field(default=None, ge=1, le=4096)
+    window: int | None = Field(default=None, ge=2, le=100_000)
+    stream_symbols: int | None = Field(default=None, ge=1000, le=100_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "continual":
+            defaults = {**STREAM_DEFAULTS, "grammar": "embedded"}  # the paper's streams: long-range T/P
+            return {**defaults, **{k: v for k, v in data.items() if v is not None}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_stream_fields(self) -> "TaskSpec":
+        for name in _STREAM_FIELDS:
+            if self.kind != "continual" and getattr(self, name) is not None:
+                raise _PathError((name,), "is only for kind = \"continual\"")
+        if self.kind == "continual" and self.stream_symbols % STREAM_EVAL_WINDOW:
+            raise _PathError(("stream_symbols",), f"must be a multiple of {STREAM_EVAL_WINDOW}, got {self.stream_symbols}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_stream_fields(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in _STREAM_FIELDS and v is None)}
 
 
 SWEEP_TRAIN_DEFAULTS: dict[str, Any] = {"clip": 5.0}
@@ -360,6 +405,11 @@ class SweepSpec(_Strict):
                         )
         for i, generator in enumerate(self.generators):
             _check_generator(i, generator)
+        if self.model.mapping == "layered":
+            for i, task in enumerate(self.tasks):
+                if task.kind == "continual":
+                    raise _PathError(("tasks", i, "kind"), "the layered mapping cannot carry its state across "
+                                     "windows yet: use mapping = \"recurrent\" or kind = \"continual_windows\"")
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:
@@ -568,6 +618,8 @@ class RunConfig(_Strict):
             "task_size": task.size,
             "test_fraction": task.test_fraction,
             "data_seed": task.seed,
+            "streams": task.streams,
+            "window": task.window,
             "seed": self.seed,
         }
         columns.update({f"train_{k}": v for k, v in self.train.model_dump().items()})

@@ -52,6 +52,7 @@ def library_versions() -> dict[str, str]:
 @functools.lru_cache(maxsize=4)
 def task_data(task: TaskSpec) -> tuple[Any, Any]:
     """(train, test) datasets of a task, built once per worker process and cached."""
+    from graphprior.continual import stream_task
     from reber.tasks import classification_data, continual_data, next_symbol_data
 
     if task.kind == "classify":
@@ -63,6 +64,9 @@ def task_data(task: TaskSpec) -> tuple[Any, Any]:
     n_train = max(1, task.size - n_test)
     if task.kind == "next_symbol":
         return next_symbol_data(grammar=task.grammar, n_train=n_train, n_test=n_test, seed=task.seed)
+    if task.kind == "continual":
+        return stream_task(n_train, n_test, streams=task.streams, window=task.window, seed=task.seed,
+                           grammar=task.grammar)
     return continual_data(n_train=n_train, n_test=n_test, seed=task.seed)
 
 
@@ -99,7 +103,7 @@ def build_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: int, 
                        batch_first=True, hh_mask=mask)
     if task == "classify":
         return SequenceClassifier(rnn)
-    return NextSymbolModel(rnn, vocab_size=vocabulary_size)
+    return NextSymbolModel(rnn, vocab_size=vocabulary_size, stateful=config.task.kind == "continual")
 
 
 def structural_features(graphs: Sequence[Any]) -> dict[str, float]:
@@ -210,11 +214,25 @@ def _finish(built: _BuiltRun, history: Any, cpu_seconds: float, seconds: float) 
     """The record of a trained run: outcome, metrics, per-epoch history and features."""
     status, reason = _outcome(history)
     metrics = {**history.final, "fit_seconds": history.seconds, "cpu_seconds": cpu_seconds}
+    if status == "done" and built.config.task.kind == "continual":
+        metrics |= stream_metrics(built)
     return _record(
         built.config, status, reason, seconds=seconds, metrics=metrics,
         history=list(history.epochs), features=structural_features(built.graphs),
         graph_id=graph_id(built.graphs),
     )
+
+
+def stream_metrics(built: _BuiltRun) -> dict[str, float]:
+    """The continual task's measures on one fresh stream run without reset
+    (``graphprior.continual.evaluate_stream``), as ``stream_*`` metrics."""
+    from graphprior.continual import evaluate_stream
+
+    task = built.config.task
+    seed = int(np.random.SeedSequence([task.seed, built.config.seed]).generate_state(1)[0])
+    report = evaluate_stream(built.model, symbols=task.stream_symbols, seed=seed, grammar=task.grammar,
+                             device=built.config.train.device)
+    return {f"stream_{name}": value for name, value in report.items()}
 
 
 def _outcome(history: Any) -> tuple[str, str | None]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["symbol_accuracy", "string_accuracy", "hs_success", "binary_accuracy", "roc_auc"]
+__all__ = ["symbol_accuracy", "string_accuracy", "hs_success", "binary_accuracy", "roc_auc", "stream_report"]
 
 
 def _scored_steps(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
@@ -109,3 +109,32 @@ def roc_auc(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor |
     if labels.unique().numel() < 2:
         raise ValueError("targets must contain both classes for ROC AUC")
     return float(roc_auc_score(labels.numpy(), scores.numpy()))
+
+
+def stream_report(logits: torch.Tensor, targets: torch.Tensor, long_range: torch.Tensor,
+                  string_starts: torch.Tensor) -> dict[str, float]:
+    """The measures of Gers, Schmidhuber & Cummins (2000) for one unbroken stream:
+    ``logits`` and multi-hot ``targets`` ``(L, V)`` step by step, ``long_range`` and
+    ``string_starts`` bool ``(L,)``. A step is correct when every allowed next symbol's
+    output exceeds every other (the criterion of :func:`hs_success`). Returns ``solved``
+    (1.0 when no step is wrong), ``symbols_before_error`` and ``strings_before_error``
+    (steps, and strings completed, before the first wrong step; the whole stream's when
+    solved), ``symbol_accuracy`` and
+    ``long_range_accuracy`` (over the T/P steps)."""
+    if logits.dim() != 2 or logits.shape != targets.shape:
+        raise ValueError(f"logits and targets must both be (L, V), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    steps = logits.shape[0]
+    for name, mask in (("long_range", long_range), ("string_starts", string_starts)):
+        if mask.shape != (steps,):
+            raise ValueError(f"{name} must have shape ({steps},), got {tuple(mask.shape)}")
+    correct = _hs_step(logits.unsqueeze(0), targets.unsqueeze(0)).squeeze(0)
+    wrong = (~correct).nonzero()
+    first = int(wrong[0]) if len(wrong) else steps
+    long_range = long_range.bool()
+    return {
+        "solved": float(first == steps),
+        "symbols_before_error": float(first),
+        "strings_before_error": float(string_starts[1 : first + 1].sum()),  # strings completed before it
+        "symbol_accuracy": float(correct.float().mean()),
+        "long_range_accuracy": float(correct[long_range].float().mean()) if bool(long_range.any()) else float("nan"),
+    }

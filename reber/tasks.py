@@ -41,6 +41,7 @@ __all__ = [
     "encode_next_symbol",
     "next_symbol_data",
     "continual_data",
+    "stream_data",
     "encode_stream",
     "trim",
     "read_csv",
@@ -71,6 +72,10 @@ class EncodedDataset(Dataset):
     strings: list[str]
     weights: torch.Tensor | None = None
     long_range: torch.Tensor | None = None
+    streams: int | None = None
+    """Set for parallel streams (:func:`stream_data`): the rows are ``streams`` streams
+    cut into consecutive windows, window-major (row ``w * streams + s`` is window ``w`` of
+    stream ``s``), to be read in order with the state carried from window to window."""
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -515,6 +520,46 @@ def continual_data(
         stream = process.stream(count * window, seed=np.random.default_rng(child))
         out.append(encode_stream(stream, window, process))
     return out[0], out[1]
+
+
+def stream_data(
+    streams: int = 16,
+    windows: int = 20,
+    window: int = 50,
+    grammar: str | Grammar = EMBEDDED_REBER,
+    seed: int = 0,
+) -> EncodedDataset:
+    """Continual prediction as Gers, Schmidhuber & Cummins (2000) defined it: ``streams``
+    independent seeded streams of concatenated strings, each ``windows * window`` symbols
+    long, never reset. Rows are the streams' consecutive ``window``-symbol pieces,
+    window-major (``EncodedDataset.streams``), so a training loop that carries each row's
+    state to the next batch of ``streams`` rows runs every stream unbroken (truncated
+    backpropagation through time over ``window`` steps). Every step is scored from the
+    stream's first symbol on (the state knows where it is); ``long_range`` marks the T/P
+    steps. ``streams = 1`` is one long stream, as for the paper's stream evaluation."""
+    for value, name in ((streams, "streams"), (windows, "windows"), (window, "window")):
+        _check_positive(value, name)
+    process = ContinualReber(get_grammar(grammar))
+    pieces = []
+    for child in np.random.SeedSequence(seed).spawn(streams):
+        stream = process.stream(windows * window, seed=np.random.default_rng(child))
+        encoded = encode_stream(stream, window, process)
+        encoded.weights = torch.ones_like(encoded.weights)  # scored from the stream's first symbol on
+        encoded.long_range = torch.from_numpy(process.long_range_mask(stream).reshape(windows, window))
+        pieces.append(encoded)
+    order = torch.arange(streams * windows).view(streams, windows).t().reshape(-1)  # window-major
+    return EncodedDataset(
+        task="next_symbol",
+        vocabulary=process.alphabet,
+        inputs=torch.cat([p.inputs for p in pieces])[order],
+        indices=torch.cat([p.indices for p in pieces])[order],
+        lengths=torch.cat([p.lengths for p in pieces])[order],
+        targets=torch.cat([p.targets for p in pieces])[order],
+        weights=torch.cat([p.weights for p in pieces])[order],
+        long_range=torch.cat([p.long_range for p in pieces])[order],
+        strings=[p.strings[w] for w in range(windows) for p in pieces],
+        streams=streams,
+    )
 
 
 # --------------------------------------------------------------------------- CSV

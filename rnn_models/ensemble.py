@@ -61,10 +61,11 @@ def stackable(models: Sequence[nn.Module]) -> bool:
     """Whether ``models`` can train together as one ``EnsembleModel``: all
     ``SequenceClassifier`` or all ``NextSymbolModel`` around unidirectional (masked)
     ``torch.nn.RNN/LSTM/GRU`` modules of one cell type, input size, hidden size, depth and
-    bias, without dropout or projections. The one place this is decided."""
+    bias, without dropout or projections, none carrying its state across batches. The one
+    place this is decided."""
     if not models or not all(type(m) in _HEADS and isinstance(m.rnn, nn.RNNBase) for m in models):
         return False
-    if any(type(m) is not type(models[0]) for m in models):
+    if any(type(m) is not type(models[0]) or getattr(m, "stateful", False) for m in models):
         return False
     try:
         _check_compatible([m.rnn for m in models])
@@ -163,6 +164,8 @@ class EnsembleModel(nn.Module):
                 "models must all be SequenceClassifier or all NextSymbolModel, got "
                 f"{sorted({type(m).__name__ for m in models})}"
             )
+        if any(getattr(m, "stateful", False) for m in models):
+            raise ValueError("models must not carry their state across batches (stateful): a stack cannot")
         self.classify = kind is SequenceClassifier
         self.members = list(models)  # a plain list: not submodules, their weights are copied
         self.rnn = EnsembleRNN([m.rnn for m in models])

@@ -298,6 +298,36 @@ class MaskedGRU(_MaskedMixin, nn.GRU):
     """``torch.nn.GRU`` with boolean ``hh_mask`` / ``ih_mask``; see module doc."""
 
 
+OPEN_FORGET_BIAS = 30.0
+"""The forget-gate bias ``open_forget_gate`` sets: sigmoid(30) is exactly 1.0 in float32
+and float64, so the gate is open and its bias gets exactly zero gradient."""
+
+
+def open_forget_gate(lstm: nn.LSTM) -> nn.LSTM:
+    """Turn ``lstm`` (a ``MaskedLSTM``) into an LSTM without forget gate, the "standard
+    LSTM" of Gers, Schmidhuber & Cummins (2000): the forget gate's input and recurrent
+    weights are masked out (every layer, direction), its biases are held at
+    ``OPEN_FORGET_BIAS`` (``bias_ih``) and 0 (``bias_hh``), so f = 1 at every step and the
+    cell state is never reset from inside. A saturated sigmoid's derivative is exactly 0,
+    so the held biases get zero gradient and stay put (with weight decay an optimizer
+    still shrinks them slowly; f stays exactly 1 while the bias is above about 17, tens of
+    thousands of steps at usual rates). Returns ``lstm``."""
+    if not isinstance(lstm, MaskedLSTM):
+        raise ValueError(f"lstm must be a MaskedLSTM (make_rnn('lstm', ...)), got {type(lstm).__name__}")
+    hidden = lstm.hidden_size
+    rows = slice(hidden, 2 * hidden)  # gate order i, f, g, o
+    for name in lstm.maskable_weights:
+        weight = getattr(lstm, name)
+        mask = lstm.masks.get(name, torch.ones_like(weight, dtype=torch.bool)).clone()
+        mask[rows] = False
+        lstm.set_mask(name, mask)
+    with torch.no_grad():
+        for name in (n for n in lstm._flat_weights_names if n.startswith("bias_")):
+            bias = getattr(lstm, name)
+            bias[rows] = OPEN_FORGET_BIAS if name.startswith("bias_ih") else 0.0
+    return lstm
+
+
 def make_rnn(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> nn.RNNBase:
     """Build a masked recurrent module by cell name (a key of ``GATES``).
 

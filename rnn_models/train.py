@@ -79,19 +79,41 @@ class SequenceClassifier(nn.Module):
 
 
 class NextSymbolModel(nn.Module):
-    """Logits over the vocabulary at every step: which symbols may come next."""
+    """Logits over the vocabulary at every step: which symbols may come next.
 
-    def __init__(self, rnn: nn.Module, vocab_size: int, output_size: int | None = None) -> None:
+    ``stateful=True`` (for stream data, ``EncodedDataset.streams``): each call starts from
+    the final state of the previous call (detached: truncated backpropagation through
+    time), so consecutive batches continue their streams row by row; ``reset_state()``
+    (the training loop calls it at each epoch's and each evaluation's start) starts from
+    zero again. Needs a torch recurrent module (masked or not) taking an initial state.
+    """
+
+    def __init__(self, rnn: nn.Module, vocab_size: int, output_size: int | None = None,
+                 stateful: bool = False) -> None:
         super().__init__()
         if getattr(rnn, "bidirectional", False):
             raise ValueError("rnn must be unidirectional: next-symbol prediction may not see the future")
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if stateful and not isinstance(rnn, nn.RNNBase):
+            raise ValueError(f"stateful needs a torch.nn.RNN/LSTM/GRU (or masked) module, got {type(rnn).__name__}")
         self.rnn = rnn
         self.readout = nn.Linear(output_size or _output_size(rnn), vocab_size)
+        self.stateful = stateful
+        self.state: Any = None
+
+    def reset_state(self) -> None:
+        """Start the next call from a zero state."""
+        self.state = None
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.readout(sequence_output(self.rnn, inputs, lengths))
+        if not self.stateful:
+            return self.readout(sequence_output(self.rnn, inputs, lengths))
+        if not self.rnn.batch_first:
+            inputs = inputs.transpose(0, 1)
+        out, state = self.rnn(inputs, self.state)
+        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        return self.readout(out if self.rnn.batch_first else out.transpose(0, 1))
 
 
 @dataclass
@@ -116,6 +138,7 @@ class PreparedData:
     lengths: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor | None
+    streams: int | None = None
 
 
 def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
@@ -140,12 +163,17 @@ def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
     weights = getattr(data, "weights", None) if task == "next_symbol" else None
     if weights is not None and tuple(weights.shape) != (n, steps):
         raise ValueError(f"{name}.weights must have shape {(n, steps)}, got {tuple(weights.shape)}")
+    streams = getattr(data, "streams", None)
+    if streams is not None and (task != "next_symbol" or not isinstance(streams, int) or streams < 1
+                                or n % streams or bool((lengths != steps).any())):
+        raise ValueError(f"{name}.streams must divide the {n} rows of full-length next_symbol windows, got {streams!r}")
     return PreparedData(
         task=task,
         inputs=inputs.to(device, torch.float32),
         lengths=lengths.to(device, torch.int64),
         targets=targets.to(device, torch.float32),
         weights=None if weights is None else weights.to(device, torch.float32),
+        streams=streams,
     )
 
 
@@ -195,6 +223,23 @@ def batches(lengths: torch.Tensor, batch_size: int, bucket: bool,
     if bucket and generator is not None:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
     return batches
+
+
+def data_batches(data: PreparedData, batch_size: int, bucket: bool,
+                 generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The batches of one pass over ``data``: ``batches`` for independent sequences; for
+    parallel streams (``data.streams``) their consecutive windows in order, one batch of
+    all streams per window (``batch_size`` and ``bucket`` do not apply)."""
+    if data.streams is None:
+        return batches(data.lengths, batch_size, bucket, generator)
+    return list(torch.arange(data.lengths.shape[0]).split(data.streams))
+
+
+def reset_states(model: nn.Module) -> None:
+    """Zero the carried state of every stateful module in ``model`` (``reset_state``)."""
+    for module in model.modules():
+        if callable(getattr(module, "reset_state", None)):
+            module.reset_state()
 
 
 def slice_batch(data: PreparedData, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -377,9 +422,10 @@ def _predict(stack: Any, data: PreparedData, batch_size: int, bucket: bool) -> t
     """``(K, ...)`` logits of every model of ``stack`` for the whole dataset in its original
     order (next_symbol: padded to full T)."""
     stack.module.eval()
+    reset_states(stack.module)
     rows = (data.lengths.shape[0],) if data.task == "classify" else tuple(data.targets.shape)
     logits = torch.zeros((stack.num_models,) + rows, device=data.inputs.device)
-    for index in batches(data.lengths, batch_size, bucket, None):
+    for index in data_batches(data, batch_size, bucket, None):
         inputs, lengths, _, _ = slice_batch(data, index)
         index = index.to(logits.device)
         out = stack.logits(inputs, lengths)
@@ -478,9 +524,10 @@ class _Loop:
         state = self.state
         state.epoch = epoch
         self.stack.module.train()
+        reset_states(self.stack.module)
         reported = [k for k, active in enumerate(state.active) if active]
         totals, seen, left = [0.0] * len(self.runs), [0] * len(self.runs), []
-        for index in batches(self.train_data.lengths, self.config.batch_size, self.config.bucket, generator):
+        for index in data_batches(self.train_data, self.config.batch_size, self.config.bucket, generator):
             self.step(slice_batch(self.train_data, index), epoch, totals, seen)
             stopping = [k for k in state._stops if state.active[k]]
             self.retire(stopping, "done", state._stops)
@@ -545,6 +592,22 @@ class _Loop:
         return [run.history() for run in self.runs]
 
 
+def _check_streams(models: Sequence[nn.Module], data: PreparedData) -> None:
+    """Stream data needs stateful models (else every window would start from zero)."""
+    stateless = [k for k, m in enumerate(models) if not getattr(m, "stateful", False)]
+    if data.streams is not None and stateless:
+        raise ValueError(f"train holds {data.streams} parallel streams: model {stateless[0]} must carry its state "
+                         "(NextSymbolModel(..., stateful=True))")
+
+
+def predict(model: nn.Module, data: Any, batch_size: int = 128, device: str = "cpu") -> torch.Tensor:
+    """``model``'s logits for the whole of ``data`` (an ``EncodedDataset``-like object), in
+    its order (next_symbol: padded to full length); streams run unbroken from a zero state."""
+    prepared = prepare_data(data, "data", torch.device(device))
+    model.to(device)
+    return _predict(Solo(model), prepared, batch_size, bucket=True)[0]
+
+
 def fit(model: nn.Module | Sequence[nn.Module], train: Any, test: Any, config: TrainConfig,
         metrics: dict[str, Metric] | None = None, hooks: Sequence[Any] = (),
         engine: str = "auto") -> History | list[History]:
@@ -578,6 +641,7 @@ def fit(model: nn.Module | Sequence[nn.Module], train: Any, test: Any, config: T
     check_engine("stack", engine)
     _hook_calls(hooks)  # a hook that is none fails before any work
     train_data, test_data = prepare_pair(train, test, config)
+    _check_streams(models, train_data)
     device = torch.device(config.device)
     for m in models:
         m.to(device)

@@ -178,7 +178,8 @@ def test_executor_choices_and_missing_ray(monkeypatch, tmp_path):
     [
         ({"mapping": "layered", "cells": ["lstm"]}, {"kind": "classify", "size": 60}),
         ({"gate_layout": "per_gate", "orientation": "random", "cells": ["gru"]}, {"kind": "next_symbol", "size": 40}),
-        ({"orientation": "dag", "self_loops": True, "cells": ["rnn_relu"]}, {"kind": "continual", "size": 8}),
+        ({"orientation": "dag", "self_loops": True, "cells": ["rnn_relu"]}, {"kind": "continual_windows", "size": 8}),
+        ({"cells": ["lstm"]}, {"kind": "continual", "size": 32, "streams": 4, "window": 20, "stream_symbols": 2000}),
     ],
 )
 def test_every_mapping_and_task_runs(model, task):
@@ -187,6 +188,26 @@ def test_every_mapping_and_task_runs(model, task):
     record = run_one(config)
     assert record.status == "done", record.reason
     assert 0 <= record.metrics["test_acc"] <= 1 and record.features["nodes"] == 8
+    stream = {k: v for k, v in record.metrics.items() if k.startswith("stream_")}
+    if task["kind"] == "continual":  # the paper's measures on a fresh unbroken stream
+        assert set(stream) == {"stream_solved", "stream_symbols_before_error", "stream_strings_before_error",
+                               "stream_symbol_accuracy", "stream_long_range_accuracy"}
+        assert 0 <= stream["stream_symbols_before_error"] <= 2000
+        assert (record.flat["streams"], record.flat["window"]) == (4, 20)
+    else:
+        assert stream == {} and record.flat["window"] is None
+
+
+def test_the_stream_protocol_has_its_own_run_ids_and_leaves_the_others_alone():
+    """Old continual runs (windows reset at each start) are now ``continual_windows``;
+    ``continual`` runs carry their stream settings in the run id; other tasks' run ids
+    do not mention the stream fields at all."""
+    from graphprior.spec import TaskSpec
+
+    assert "window" not in TaskSpec(kind="next_symbol").model_dump()
+    stream = TaskSpec(kind="continual")
+    assert (stream.streams, stream.window, stream.stream_symbols, stream.grammar) == (16, 50, 100_000, "embedded")
+    assert TaskSpec(kind="continual", window=20) != stream
 
 
 def test_records_of_equal_graphs_share_a_graph_id():
