@@ -289,6 +289,8 @@ STREAM_DEFAULTS: dict[str, int] = {"streams": 16, "window": 50, "stream_symbols"
 STREAM_EVAL_WINDOW = 1000
 """Symbols the evaluation stream is read in per call (``graphprior.continual``)."""
 _STREAM_FIELDS = tuple(STREAM_DEFAULTS)
+_FILE_FIELDS = ("train_file", "test_file", "data_sha256")
+_FILE_FORMATS = {"classify": "the study's CSV (,string,valid)", "next_symbol": "one string of the grammar per line"}
 
 
 class TaskSpec(_Strict):
@@ -304,6 +306,13 @@ class TaskSpec(_Strict):
     ``continual_windows`` is the older, easier protocol: 100-symbol windows each started
     from a zero state. The stream fields belong to ``continual`` only and are left out of
     the canonical config (and so of the run id) elsewhere.
+
+    ``train_file`` and ``test_file`` (``classify``: the study's CSV format
+    ``,string,valid``; ``next_symbol``: one string of the grammar per line) replace the
+    generated data; they are read and checked when the spec is validated (a bad row is one
+    line naming the file and the row), and ``data_sha256``, the hash of both files'
+    contents, is filled in, so a changed file is a different run (``size``,
+    ``test_fraction`` and ``negatives`` do not apply then).
     """
 
     kind: Literal["classify", "next_symbol", "continual", "continual_windows"] = "classify"
@@ -315,6 +324,9 @@ class TaskSpec(_Strict):
     streams: int | None = Field(default=None, ge=1, le=4096)
     window: int | None = Field(default=None, ge=2, le=100_000)
     stream_symbols: int | None = Field(default=None, ge=1000, le=100_000_000)
+    train_file: str | None = None
+    test_file: str | None = None
+    data_sha256: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -333,10 +345,47 @@ class TaskSpec(_Strict):
             raise _PathError(("stream_symbols",), f"must be a multiple of {STREAM_EVAL_WINDOW}, got {self.stream_symbols}")
         return self
 
+    @model_validator(mode="after")
+    def _check_files(self) -> "TaskSpec":
+        given = (self.train_file is not None, self.test_file is not None)
+        if not any(given):
+            if self.data_sha256 is not None:
+                raise _PathError(("data_sha256",), "is only for tasks with train_file and test_file")
+            return self
+        if not all(given):
+            raise _PathError(("test_file" if given[0] else "train_file",), "is required with the other data file")
+        if self.kind not in _FILE_FORMATS:
+            raise _PathError(("train_file",), f"data files are for kinds {sorted(_FILE_FORMATS)}, not {self.kind!r}")
+        digest = data_file_digest(self)
+        if self.data_sha256 is not None and self.data_sha256 != digest:
+            raise _PathError(("data_sha256",), f"the files changed: their hash is now {digest}")
+        object.__setattr__(self, "data_sha256", digest)
+        return self
+
     @model_serializer(mode="wrap")
-    def _drop_unset_stream_fields(self, handler: Any) -> dict[str, Any]:
+    def _drop_unset_optional_fields(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        return {k: v for k, v in data.items() if not (k in _STREAM_FIELDS and v is None)}
+        return {k: v for k, v in data.items() if not (k in _STREAM_FIELDS + _FILE_FIELDS and v is None)}
+
+
+def data_file_digest(task: "TaskSpec") -> str:
+    """Check both data files of ``task`` (every row, ``reber.tasks``'s readers) and return
+    the SHA-256 of their contents; a bad file is a _PathError naming it and the row."""
+    from reber.tasks import read_csv, read_lines
+
+    digest = hashlib.sha256()
+    for name in ("train_file", "test_file"):
+        path = Path(getattr(task, name))
+        try:
+            if task.kind == "classify":
+                read_csv(path)
+            else:
+                read_lines(path, task.grammar)
+            digest.update(path.read_bytes())
+        except (OSError, ValueError) as error:
+            detail = f"cannot read {path}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
+            raise _PathError((name,), f"{detail} ({_FILE_FORMATS[task.kind]} expected)") from None
+    return digest.hexdigest()[:16]
 
 
 SWEEP_TRAIN_DEFAULTS: dict[str, Any] = {"clip": 5.0}
@@ -529,10 +578,20 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path}: no such spec file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
+    _resolve_data_files(data, path.parent)
     try:
         return validate_spec(data)
     except SpecError as error:
         raise SpecError(f"{path}: {error}") from None
+
+
+def _resolve_data_files(data: dict[str, Any], folder: Path) -> None:
+    """Make the tasks' relative data-file paths relative to the spec file's folder."""
+    tasks = data.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:
+        for name in ("train_file", "test_file"):
+            if isinstance(task, dict) and isinstance(task.get(name), str) and not Path(task[name]).is_absolute():
+                task[name] = str((folder / task[name]).resolve())
 
 
 def preset_names() -> list[str]:
@@ -620,6 +679,7 @@ class RunConfig(_Strict):
             "data_seed": task.seed,
             "streams": task.streams,
             "window": task.window,
+            "data_sha256": task.data_sha256,
             "seed": self.seed,
         }
         columns.update({f"train_{k}": v for k, v in self.train.model_dump().items()})

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from graphprior.executors import Executor, make_executor
-from graphprior.spec import RunConfig, SweepSpec, TaskSpec, expand, sample_runs, validate_spec
+from graphprior.spec import RunConfig, SweepSpec, TaskSpec, data_file_digest, expand, sample_runs, validate_spec
 from graphprior.store import ResultsStore, RunRecord
 
 RunFn = Callable[[RunConfig], RunRecord]
@@ -55,6 +55,8 @@ def task_data(task: TaskSpec) -> tuple[Any, Any]:
     from graphprior.continual import stream_task
     from reber.tasks import classification_data, continual_data, next_symbol_data
 
+    if task.train_file is not None:
+        return file_data(task)
     if task.kind == "classify":
         return classification_data(
             n=task.size, negatives=task.negatives, grammar=task.grammar,
@@ -68,6 +70,20 @@ def task_data(task: TaskSpec) -> tuple[Any, Any]:
         return stream_task(n_train, n_test, streams=task.streams, window=task.window, seed=task.seed,
                            grammar=task.grammar)
     return continual_data(n_train=n_train, n_test=n_test, seed=task.seed)
+
+
+def file_data(task: TaskSpec) -> tuple[Any, Any]:
+    """(train, test) datasets of a task's data files, refused if the files changed since
+    the spec was validated (their hash is part of the run's config)."""
+    from reber.tasks import classification_vocabulary, encode_classification, encode_next_symbol, read_csv, read_lines
+
+    if data_file_digest(task) != task.data_sha256:
+        raise ValueError(f"the data files changed since the spec was validated ({task.train_file}, {task.test_file})")
+    if task.kind == "classify":
+        vocabulary = classification_vocabulary(task.grammar)
+        return tuple(encode_classification(*read_csv(path), vocabulary) for path in (task.train_file, task.test_file))
+    return tuple(encode_next_symbol(read_lines(path, task.grammar), task.grammar)
+                 for path in (task.train_file, task.test_file))
 
 
 def prior_graphs(config: RunConfig) -> list[Any]:

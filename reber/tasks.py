@@ -18,6 +18,7 @@ import string as _string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -564,15 +565,46 @@ def stream_data(
 
 # --------------------------------------------------------------------------- CSV
 def read_csv(path: str | PathLike) -> tuple[list[str], np.ndarray]:
-    """Read the study's format (``,string,valid`` with an index column)."""
-    frame = pd.read_csv(path, index_col=0, dtype={"string": str})
+    """Read the study's format (``,string,valid`` with an index column): strings of
+    upper-case letters A-Z and 0/1 labels; a ValueError names the file and the first bad
+    row (counting the header as row 1, as an editor shows it)."""
+    try:
+        frame = pd.read_csv(path, index_col=0, dtype={"string": str}, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty; expected ',string,valid' and one row per string") from None
     missing = {"string", "valid"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected ',string,valid'")
-    labels = frame["valid"].to_numpy()
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"{path}: column 'valid' must hold only 0 and 1")
-    return frame["string"].astype(str).tolist(), labels.astype(np.int64)
+    if frame.empty:
+        raise ValueError(f"{path}: no rows; expected one row per string")
+    strings = frame["string"].astype(str).tolist()
+    _check_letters(strings, path, first_row=2)
+    labels = pd.to_numeric(frame["valid"], errors="coerce").to_numpy()
+    bad = np.flatnonzero(~np.isin(labels, (0, 1)))
+    if len(bad):
+        raise ValueError(f"{path}: row {bad[0] + 2}: valid must be 0 or 1, got {frame['valid'].astype(str).iloc[bad[0]]!r}")
+    return strings, labels.astype(np.int64)
+
+
+def read_lines(path: str | PathLike, grammar: str | Grammar = "embedded") -> list[str]:
+    """Strings for next-symbol prediction, one per line, each a valid string of
+    ``grammar``; a ValueError names the file and the first bad line."""
+    g = get_grammar(grammar)
+    strings = Path(path).read_text(encoding="utf-8").splitlines()
+    if not strings:
+        raise ValueError(f"{path}: the file is empty; expected one string of grammar {g.name!r} per line")
+    _check_letters(strings, path, first_row=1)
+    for row, string in enumerate(strings, start=1):
+        if not g.is_valid(string):
+            raise ValueError(f"{path}: line {row}: {string!r} is not a string of grammar {g.name!r}")
+    return strings
+
+
+def _check_letters(strings: Sequence[str], path: str | PathLike, first_row: int) -> None:
+    """Raise ValueError naming the first row whose string is empty or not all A-Z."""
+    for row, string in enumerate(strings, start=first_row):
+        if not string or not all(c in _string.ascii_uppercase for c in string):
+            raise ValueError(f"{path}: row {row}: strings must be non-empty upper-case letters A-Z, got {string!r}")
 
 
 def write_csv(path: str | PathLike, strings: Sequence[str], labels: Sequence[int] | np.ndarray) -> None:

@@ -161,7 +161,7 @@ def test_csv_errors(tmp_path):
     with pytest.raises(ValueError, match="missing column"):
         read_csv(path)
     path.write_text(",string,valid\n0,BTXSE,2\n")
-    with pytest.raises(ValueError, match="only 0 and 1"):
+    with pytest.raises(ValueError, match=r"bad.csv: row 2: valid must be 0 or 1, got .2."):
         read_csv(path)
     with pytest.raises(ValueError, match=r"symbols \['a'\] outside the vocabulary"):
         encode_classification(["BaE"], [0], classification_vocabulary())
