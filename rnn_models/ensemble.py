@@ -57,18 +57,29 @@ def _check_compatible(rnns: Sequence[nn.Module]) -> None:
             )
 
 
+def check_stackable(models: Sequence[nn.Module]) -> None:
+    """Raise ValueError naming what keeps ``models`` from training as one ``EnsembleModel``:
+    they must all be ``SequenceClassifier`` or all ``NextSymbolModel`` around unidirectional
+    (masked) ``torch.nn.RNN/LSTM/GRU`` modules of one cell type, input size, hidden size,
+    depth and bias, without dropout or projections, none carrying its state across
+    batches. The one place this is decided."""
+    if len(models) < 1:
+        raise ValueError("models must hold at least one model")
+    kind = type(models[0])
+    if kind not in _HEADS or any(type(m) is not kind for m in models):
+        raise ValueError("models must all be SequenceClassifier or all NextSymbolModel, got "
+                         f"{sorted({type(m).__name__ for m in models})}")
+    if any(getattr(m, "stateful", False) for m in models):
+        raise ValueError("models must not carry their state across batches (stateful): a stack cannot")
+    if not all(isinstance(m.rnn, nn.RNNBase) for m in models):
+        raise ValueError("models must wrap torch.nn.RNN/LSTM/GRU (or masked) modules")
+    _check_compatible([m.rnn for m in models])
+
+
 def stackable(models: Sequence[nn.Module]) -> bool:
-    """Whether ``models`` can train together as one ``EnsembleModel``: all
-    ``SequenceClassifier`` or all ``NextSymbolModel`` around unidirectional (masked)
-    ``torch.nn.RNN/LSTM/GRU`` modules of one cell type, input size, hidden size, depth and
-    bias, without dropout or projections, none carrying its state across batches. The one
-    place this is decided."""
-    if not models or not all(type(m) in _HEADS and isinstance(m.rnn, nn.RNNBase) for m in models):
-        return False
-    if any(type(m) is not type(models[0]) or getattr(m, "stateful", False) for m in models):
-        return False
+    """Whether ``check_stackable`` passes: ``fit``'s "auto" stacks only such models."""
     try:
-        _check_compatible([m.rnn for m in models])
+        check_stackable(models)
     except ValueError:
         return False
     return True
@@ -156,17 +167,8 @@ class EnsembleModel(nn.Module):
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__()
-        if len(models) < 1:
-            raise ValueError("models must hold at least one model")
-        kind = type(models[0])
-        if kind not in _HEADS or any(type(m) is not kind for m in models):
-            raise ValueError(
-                "models must all be SequenceClassifier or all NextSymbolModel, got "
-                f"{sorted({type(m).__name__ for m in models})}"
-            )
-        if any(getattr(m, "stateful", False) for m in models):
-            raise ValueError("models must not carry their state across batches (stateful): a stack cannot")
-        self.classify = kind is SequenceClassifier
+        check_stackable(models)
+        self.classify = type(models[0]) is SequenceClassifier
         self.members = list(models)  # a plain list: not submodules, their weights are copied
         self.rnn = EnsembleRNN([m.rnn for m in models])
         self.readout_weight = nn.Parameter(torch.stack([m.readout.weight.detach() for m in models]).clone())
