@@ -15,10 +15,12 @@ _HOMES = {
     "choose_engine": "engines",
     "LayerConnection": "layered", "LayeredRNN": "layered", "LayeredStructure": "layered",
     "GATES": "masked", "MaskedGRU": "masked", "MaskedLSTM": "masked", "MaskedRNN": "masked", "Remask": "masked",
-    "make_rnn": "masked",
+    "make_rnn": "masked", "open_forget_gate": "masked",
+    "MaskedLinear": "mlp", "MaskedMLP": "mlp",
+    "prune": "pruning", "iterative_pruning": "pruning", "robustness_curve": "pruning",
     "TrainConfig": "config",
     "History": "train", "Hook": "train", "NextSymbolModel": "train", "SequenceClassifier": "train",
-    "TrainState": "train", "fit": "train",
+    "TrainState": "train", "fit": "train", "predict": "train",
 }
 __all__ = sorted(_HOMES)
 
