@@ -3,22 +3,27 @@
 :func:`build_report` runs the whole analysis (model comparison per cell type and pooled,
 permutation importances and feature ablations for each scope's best model, optionally the
 study's single-split protocol and a separate "learns at all" analysis); :func:`write_report`
-writes ``report.md``, ``report.json`` and the plots into a folder.
+writes ``report.md``, ``report.json`` and the plots (drawn by :mod:`graphprior.plots`) into a
+folder. :func:`markdown_body` and :func:`markdown_to_html` let other reports (the demo's)
+nest these sections and give a browser an HTML page.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import markdown
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from graphprior import plots
 from graphprior.predict import (
     CLASSIFIER_METRICS,
     METRICS,
@@ -37,6 +42,7 @@ from graphprior.predict import (
 )
 
 PLOTS = ("predicted_vs_actual.png", "importances.png", "ablations.png")
+DPI = 110
 
 
 @dataclass
@@ -222,10 +228,10 @@ def _learnability_section(report: Report) -> list[str]:
     ]
 
 
-def to_markdown(report: Report) -> str:
-    """The report as a short markdown document."""
+def markdown_body(report: Report, heading_level: int = 2) -> list[str]:
+    """The report's sections as markdown lines, their headings starting at ``heading_level``
+    (so another document can nest them)."""
     lines = [
-        f"# Predicting `{report.target}` from structure", "",
         f"{len(report.features)} features: {', '.join(report.features)}.", "",
         "Cross-validation is grouped by graph: runs of one graph never sit in both the "
         "training and the test folds.", "",
@@ -234,72 +240,66 @@ def to_markdown(report: Report) -> str:
         *_importance_section(report),
         *_ablation_section(report),
         *_learnability_section(report),
+    ]
+    extra = "#" * (heading_level - 2)
+    return [extra + line if line.startswith("#") else line for line in lines]
+
+
+def to_markdown(report: Report) -> str:
+    """The report as a short markdown document."""
+    lines = [
+        f"# Predicting `{report.target}` from structure", "",
+        *markdown_body(report),
         "## Plots", "",
         *(f"![{name[:-4]}]({name})" for name in PLOTS), "",
     ]
     return "\n".join(lines)
 
 
+def report_json(report: Report) -> str:
+    """Every figure of the report as standard JSON (NaN as ``null``)."""
+    return json.dumps(report.to_dict(), indent=2, allow_nan=False)
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+code {{ background: #f6f6f6; padding: 0 0.2em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    """A standalone HTML page of a markdown report (tables kept; images by relative path),
+    for a browser to open next to its pictures."""
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    return _HTML.format(title=html.escape(title), body=body)
+
+
 # --------------------------------------------------------------------------- plots
 
-def _grid(n: int, width: float = 3.6) -> tuple[Figure, np.ndarray]:
-    columns = min(n, 3)
-    rows = math.ceil(n / columns)
-    figure = Figure(figsize=(width * columns, width * rows), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return figure, axes
-
-
-def plot_predicted_vs_actual(report: Report) -> Figure:
-    """Out-of-fold predictions (first repeat) of each scope's best model against the truth."""
+def best_results(report: Report) -> dict[str, CVResult]:
+    """Each scope's cross-validation result of its best model."""
     results = {(r.scope, r.model): r for r in report.comparison}
-    figure, axes = _grid(len(report.best))
-    for ax, (scope, model) in zip(axes, report.best.items()):
-        points = results[scope, model].predictions
-        points = points[points["repeat"] == 0]
-        ax.scatter(points["actual"], points["predicted"], s=10, alpha=0.7)
-        low = min(points["actual"].min(), points["predicted"].min())
-        high = max(points["actual"].max(), points["predicted"].max())
-        ax.plot([low, high], [low, high], color="grey", linewidth=1)
-        r2 = results[scope, model].summary()["r2"]["mean"]
-        ax.set_title(f"{scope}: {model} (R² {r2:.2f})", fontsize=9)
-        ax.set(xlabel=f"actual {report.target}", ylabel="predicted")
-    return figure
+    return {scope: results[scope, model] for scope, model in report.best.items()}
 
 
-def plot_importances(report: Report, top: int = 10) -> Figure:
-    """The top permutation importances per scope, with their standard deviation."""
-    figure, axes = _grid(len(report.importances), width=4.2)
-    for ax, (scope, frame) in zip(axes, report.importances.items()):
-        shown = frame.head(top).iloc[::-1]
-        ax.barh(shown["feature"], shown["mean"], xerr=shown["std"])
-        ax.set_title(f"{scope} ({report.best[scope]})", fontsize=9)
-        ax.set_xlabel("drop in R²")
-    return figure
-
-
-def plot_ablations(report: Report) -> Figure:
-    """R² (mean ± std over folds) of each feature set, grouped by scope."""
-    figure = Figure(figsize=(max(5.0, 1.6 * len(report.ablations)), 3.8), layout="constrained")
-    ax = figure.subplots()
-    names = list(dict.fromkeys(n for sets in report.ablations.values() for n in sets))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        heights, errors = [], []
-        for sets in report.ablations.values():
-            r2 = sets[name].summary()["r2"] if name in sets else {"mean": np.nan, "std": np.nan}
-            heights.append(r2["mean"])
-            errors.append(r2["std"])
-        positions = np.arange(len(report.ablations)) + i * width
-        ax.bar(positions, heights, width, yerr=errors, label=name)
-    ax.set_xticks(np.arange(len(report.ablations)) + 0.4 - width / 2, list(report.ablations))
-    ax.axhline(0, color="grey", linewidth=1)
-    ax.set_ylim(bottom=max(ax.get_ylim()[0], -1.0))  # a hopeless set would squash the rest
-    ax.set(ylabel="R² (clipped at -1)", title="feature ablations")
-    ax.legend()
-    return figure
+def figures(report: Report) -> dict[str, Figure]:
+    """The report's pictures by file name (:data:`PLOTS`), drawn by :mod:`graphprior.plots`."""
+    ceilings = {scope: c["ceiling"] for scope, c in report.ceilings.items()}
+    return {
+        "predicted_vs_actual.png": plots.predicted_vs_actual(best_results(report), report.target, ceilings),
+        "importances.png": plots.importances(report.importances, models=report.best),
+        "ablations.png": plots.ablations(report.ablations),
+    }
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
@@ -308,8 +308,8 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.md", out / "report.json"]
     written[0].write_text(to_markdown(report))
-    written[1].write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
-    for name, plot in zip(PLOTS, (plot_predicted_vs_actual, plot_importances, plot_ablations)):
-        plot(report).savefig(out / name, dpi=110)
+    written[1].write_text(report_json(report))
+    for name, figure in figures(report).items():
+        figure.savefig(out / name, dpi=DPI)
         written.append(out / name)
     return written

@@ -26,3 +26,14 @@ def stier2021() -> Path:
             f"at {_DEFAULT_REFERENCE}"
         )
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: small models train fastest so, steadily on shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,9 +1,8 @@
-"""`graphprior bench run|status`, `table`, `demo`: options, errors, resume after SIGKILL."""
+"""`graphprior bench run|status`, `table`: options, errors, resume after SIGKILL (`demo`: test_demo.py)."""
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,8 +13,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from graphprior.cli import bench_cmd, main
-from graphprior.spec import expand, load_spec, validate_spec
+from graphprior.cli import main
+from graphprior.spec import expand, load_spec
 from graphprior.store import ResultsStore, read_table
 
 SPEC = """
@@ -120,27 +119,6 @@ def test_resume_after_sigkill_keeps_every_run_once(tmp_path, spec_file):
     table = read_table(store)
     assert table.run_id.is_unique and set(table.run_id) == {r.run_id for r in expand(load_spec(spec_file))}
     assert (table.status == "done").all()
-
-
-def test_demo_writes_store_table_and_report(tmp_path, monkeypatch):
-    tiny = validate_spec({
-        "name": "quick",
-        "generators": [{"name": "watts_strogatz", "params": {"n": 6, "k": [2, 3], "p": 0.2}}],
-        "model": {"cells": ["rnn_tanh", "lstm"]},
-        "tasks": [{"size": 100}],
-        "train": {"epochs": 1},
-    })
-    monkeypatch.setattr(bench_cmd, "load_preset", lambda name: tiny)
-    out = tmp_path / "results"
-    result = invoke("demo", "--out", str(out), "--workers", "1", "--quiet")
-    assert result.exit_code == 0, result.output
-    table = pd.read_csv(out / "table.csv")
-    assert len(table) == 4 and (table.status == "done").sum() == 2
-    report = (out / "report.md").read_text()
-    assert "4 runs: 2 done, 2 failed." in report
-    assert re.search(r"\| cell +\| +watts_strogatz +\|", report)
-    assert re.search(r"\| lstm +\| +0\.\d{3} +\|", report)
-    assert "ValueError: k must be even" in report
 
 
 def test_status_limit_needs_a_spec(tmp_path):

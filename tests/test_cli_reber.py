@@ -1,7 +1,8 @@
-"""``graphprior reber sample`` and ``graphprior reber dataset`` through click's CliRunner."""
+"""``graphprior reber sample``, ``dataset`` and ``benchmark`` through click's CliRunner."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -63,6 +64,10 @@ def test_dataset_next_symbol_with_separate_test_file(runner, tmp_path):
         (["dataset", "-o", "x.csv", "--test-fraction", "1.5"], "--test-fraction"),
         (["dataset", "-o", "x.csv", "--task", "next_symbol", "--negatives", "hard"], "--negatives"),
         (["dataset", "--task", "classify"], "--output"),
+        (["benchmark", "--cells", "lstm,transformer"], "--cells"),
+        (["benchmark", "--priors", ""], "--priors"),
+        (["benchmark", "--batch-size", "300"], "--batch-size"),
+        (["benchmark", "--trials", "0"], "--trials"),
     ],
 )
 def test_bad_options_are_click_errors_naming_the_option(runner, args, option):
@@ -74,7 +79,27 @@ def test_bad_options_are_click_errors_naming_the_option(runner, args, option):
 def test_help_explains_every_option(runner):
     for command, options in [("sample", ["--grammar", "-n", "--seed", "--min-length", "--max-length", "--lengths"]),
                              ("dataset", ["--task", "--negatives", "--grammar", "--test-fraction", "--output",
-                                          "--test-output"])]:
+                                          "--test-output"]),
+                             ("benchmark", ["--trials", "--first-seed", "--cells", "--priors", "--hidden-size",
+                                            "--batch-size", "--optimizer", "--lr", "--budget", "--check-every",
+                                            "--workers", "--output"])]:
         result = runner.invoke(main, ["reber", command, "--help"])
         assert result.exit_code == 0
         assert all(option in result.output for option in options)
+
+
+def test_benchmark_prints_the_hs_table_and_writes_its_files(runner, tmp_path, one_thread):
+    out = tmp_path / "hs"
+    args = ["reber", "benchmark", "--trials", "2", "--cells", "gru", "--priors", "dense,erdos_renyi_gnp",
+            "--hidden-size", "8", "--batch-size", "32", "--budget", "64", "--check-every", "32", "--quiet",
+            "-o", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in result.stdout.splitlines()[:5]]
+    assert rows[0][:3] == ["model", "trials", "solved"]
+    assert rows[2][:4] == ["LSTM (H&S 1997, published)", "150", "148", "8,440"]
+    assert [r[:3] for r in rows[3:]] == [["gru", "2", "0"], ["gru + erdos_renyi_gnp", "2", "0"]]
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.seed) == [0, 0, 1, 1] and not trials.solved.any()
+    assert (out / "summary.md").read_text().startswith("| model")
+    assert (out / "sequences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""``graphprior reber``: sample Reber-grammar strings and write task datasets as CSV."""
+"""``graphprior reber``: sample Reber-grammar strings, write task datasets as CSV, and run
+the Hochreiter & Schmidhuber (1997) embedded-Reber benchmark."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from typing import TypeVar
 import click
 import numpy as np
 
+from graphprior import hs_benchmark as hs
 from reber.grammar import GRAMMARS, get_grammar
 from reber.tasks import classification_strings, next_symbol_data, write_csv
 
 T = TypeVar("T")
 _OPTION_NAMES = {"n": "-n", "min_length": "--min-length", "max_length": "--max-length",
-                 "test_fraction": "--test-fraction", "n_train": "-n", "n_test": "-n / --test-fraction"}
+                 "test_fraction": "--test-fraction", "n_train": "-n", "n_test": "-n / --test-fraction",
+                 "hidden_size": "--hidden-size", "batch_size": "--batch-size", "budget": "--budget",
+                 "check_every": "--check-every"}
 _DEFAULT_N = {"classify": 25_000, "next_symbol": 512}
 _DEFAULT_GRAMMAR = {"classify": "reber", "next_symbol": "embedded"}
 _DEFAULT_TEST_FRACTION = {"classify": 0.25, "next_symbol": 0.5}
+_PROTOCOL = hs.Protocol()  # the benchmark's defaults
 
 
 def _run_library(call: Callable[[], T]) -> T:
@@ -109,3 +114,80 @@ def dataset(task: str, negatives: str | None, grammar: str | None, n: int | None
         write_csv(output, *train)
         write_csv(test_output, *test)
     click.echo(f"wrote {len(train[0])} training and {len(test[0])} test strings", err=True)
+
+
+def _choices(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """A comma-separated option value as a list, every item one of ``allowed``."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if not items or unknown:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'} not allowed; choose from {', '.join(allowed)}",
+                                 param_hint=option)
+    return items
+
+
+@reber.command()
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Independent trials per model (H&S ran 150): fresh data, graph and weights each, "
+                   "seeded --first-seed, --first-seed + 1, ...")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the first trial; give the previous --trials to extend an earlier run with new trials.")
+@click.option("--cells", default="lstm", show_default=True, metavar="CELL,...",
+              help="Cell types, comma-separated: lstm, gru, rnn_tanh, rnn_relu.")
+@click.option("--priors", default="dense,watts_strogatz", show_default=True, metavar="PRIOR,...",
+              help="Hidden-to-hidden structures, comma-separated: dense (no mask) or a random graph of about "
+                   "4 neighbours per unit: watts_strogatz (p 0.1), barabasi_albert (m 2), erdos_renyi_gnp.")
+@click.option("--hidden-size", type=click.IntRange(min=2), default=_PROTOCOL.hidden_size, show_default=True,
+              help="Units per network.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_PROTOCOL.batch_size, show_default=True,
+              help="Sequences per weight update: 1 is H&S's online learning, more is mini-batch training.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default=_PROTOCOL.optimizer,
+              show_default=True, help="Optimizer (H&S used plain gradient descent).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_PROTOCOL.lr,
+              show_default=True, help="Learning rate.")
+@click.option("--budget", type=click.IntRange(min=1), default=_PROTOCOL.budget, show_default=True,
+              help="Training sequences after which an unsolved trial gives up.")
+@click.option("--check-every", type=click.IntRange(min=1), default=_PROTOCOL.check_every, show_default=True,
+              help="Test the success criterion every this many training sequences (the resolution of the count).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run at once in worker processes.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for trials.csv (one row per trial), summary.md and sequences.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(trials: int, first_seed: int, cells: str, priors: str, hidden_size: int, batch_size: int,
+              optimizer: str, lr: float, budget: int, check_every: int, workers: int, output: Path | None,
+              quiet: bool) -> None:
+    """Hochreiter & Schmidhuber (1997), experiment 1: learn embedded Reber to their criterion.
+
+    Each trial trains a fresh network on next-symbol prediction of 256 embedded-Reber
+    strings until, at every step of all 256 test and 256 training strings, the outputs of
+    the allowed next symbols are the most active (solved), or until --budget sequences.
+    Prints trials solved and the mean and median training sequences to solve per model,
+    under H&S's published LSTM row (148 of 150 trials, mean 8,440 sequences).
+
+    Example: graphprior reber benchmark --trials 20 --priors dense,watts_strogatz -o hs/
+    """
+    from tqdm import tqdm
+
+    from graphprior.plots import sequences_to_solve
+
+    protocol = _run_library(lambda: hs.Protocol(hidden_size=hidden_size, batch_size=batch_size,
+                                                optimizer=optimizer, lr=lr, budget=budget,
+                                                check_every=check_every))
+    specs = hs.trial_specs(_choices(cells, hs.CELLS, "--cells"), _choices(priors, hs.PRIORS, "--priors"),
+                           trials, protocol, first_seed)
+    done = []
+    with tqdm(total=len(specs), unit="trial", desc="H&S benchmark", disable=quiet) as bar:
+        for trial in hs.run_benchmark(specs, workers=workers):
+            done.append(trial)
+            bar.update()
+    frame = hs.trials_frame(done).sort_values(["seed", "model"], kind="stable", ignore_index=True)
+    table = hs.summary_markdown(hs.summary(frame))
+    click.echo(table)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(output / "trials.csv", index=False)
+        (output / "summary.md").write_text(table + "\n", encoding="utf-8")
+        curves = {model: group["sequences"].to_numpy() for model, group in frame.groupby("model", sort=False)}
+        sequences_to_solve(curves, budget=budget).savefig(output / "sequences.png", dpi=110)
+        click.echo(f"wrote {output / 'trials.csv'}, {output / 'summary.md'}, {output / 'sequences.png'}", err=True)
