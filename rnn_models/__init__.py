@@ -18,6 +18,7 @@ _HOMES = {
     "make_rnn": "masked", "open_forget_gate": "masked",
     "MaskedLinear": "mlp", "MaskedMLP": "mlp",
     "prune": "pruning", "iterative_pruning": "pruning", "robustness_curve": "pruning",
+    "SET": "dynamic", "RigL": "dynamic", "DNW": "dynamic", "Schedule": "dynamic",
     "TrainConfig": "config",
     "History": "train", "Hook": "train", "NextSymbolModel": "train", "SequenceClassifier": "train",
     "TrainState": "train", "fit": "train", "predict": "train",

@@ -98,7 +98,9 @@ class GradientMask:
     ``module.scale(weight_name)``.
 
     It looks the mask up at call time, so masks set, replaced, removed or moved to another
-    device later are honoured without re-registering the hook.
+    device later are honoured without re-registering the hook. A callable the module holds
+    as ``gradient_tap`` is given ``(weight_name, grad)`` before the masking: the dense
+    gradient, for the steps that need it (RigL's growth, ``rnn_models.dynamic``).
     """
 
     __torch_unserializable__ = True  # re-registered on unpickling; silences torch's warning
@@ -112,6 +114,9 @@ class GradientMask:
         module = self.module()
         if module is None or self.key not in module._buffers:
             return grad
+        tap = module.__dict__.get("gradient_tap")
+        if tap is not None:
+            tap(self.name, grad)
         return grad * module.scale(self.name)
 
 
