@@ -56,4 +56,5 @@ def test_notebooks_are_stored_without_outputs(path):
 
 
 def test_the_notebooks_are_found():
-    assert {"01_quickstart.ipynb", "02_structure_predicts_performance.ipynb"} <= {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_structure_predicts_performance.ipynb", "03_sparsity.ipynb"} <= \
+        {p.name for p in NOTEBOOKS}
