@@ -20,13 +20,7 @@ from rnn_models.pruning import (KeepWeights, StopOnPlateau, accuracy, iterative_
 from rnn_models.train import SequenceClassifier, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids oversubscribing a shared CPU (10-100x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (tests/conftest.py)
 
 
 def gru_with_prior(seed: int = 0) -> SequenceClassifier:

@@ -23,14 +23,6 @@ class NextSymbolLSTM(torch.nn.Module):
         return self.head(self.lstm(inputs)[0])
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: small tensors run faster so, and the run is bit-reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_small_lstm_meets_the_success_criterion_on_embedded_reber(one_thread):
     train, test = next_symbol_data(grammar="embedded", n_train=256, n_test=256, seed=0)
