@@ -3,7 +3,6 @@ Schmidhuber (1997) success criterion, on the disjoint test set, in a few seconds
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits
 
