@@ -639,6 +639,7 @@ def fit(model: nn.Module | Sequence[nn.Module], train: Any, test: Any, config: T
     if not models or not all(isinstance(m, nn.Module) for m in models):
         raise ValueError("model must be a torch module or a non-empty sequence of them")
     check_engine("stack", engine)
+    hooks = list(hooks)
     _hook_calls(hooks)  # a hook that is none fails before any work
     train_data, test_data = prepare_pair(train, test, config)
     _check_streams(models, train_data)
