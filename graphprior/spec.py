@@ -454,11 +454,6 @@ class SweepSpec(_Strict):
                         )
         for i, generator in enumerate(self.generators):
             _check_generator(i, generator)
-        if self.model.mapping == "layered":
-            for i, task in enumerate(self.tasks):
-                if task.kind == "continual":
-                    raise _PathError(("tasks", i, "kind"), "the layered mapping cannot carry its state across "
-                                     "windows yet: use mapping = \"recurrent\" or kind = \"continual_windows\"")
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:

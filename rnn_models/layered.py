@@ -272,15 +272,24 @@ class LayeredRNN(nn.Module):
         engine ``engine_for(input)`` names."""
         if self.engine_for(input) == "compiled":
             return self._forward_native(input)
+        output, states = self.forward_state(input)
+        return output, tuple(_main_state(state, width) for state, width in zip(states, self.structure.widths))
+
+    def forward_state(self, input: SequenceBatch, hx: tuple[Any, ...] | None = None) -> tuple[SequenceBatch, tuple]:
+        """``forward`` on torch's kernels from the fused layers' states ``hx`` (None: zeros),
+        returning the output and every fused layer's final state, all blocks: what
+        ``hx`` takes back, so a stream can be continued window by window (stateful
+        training; the compiled network starts from zero states only)."""
+        if hx is not None and len(hx) != self.structure.depth:
+            raise ValueError(f"hx must hold one state per layer ({self.structure.depth}), got {len(hx)}")
         outputs: list[SequenceBatch] = []
         states = []
         for j, layer in enumerate(self.layers):
             sources = self.block_sources(j)
             x = input if j == 0 else _concat_features([outputs[s] for s in sources])
-            out, state = layer(x)
-            width = self.structure.widths[j]
-            outputs.append(_sum_blocks(out, len(sources), width))
-            states.append(_main_state(state, width))
+            out, state = layer(x, None if hx is None else hx[j])
+            outputs.append(_sum_blocks(out, len(sources), self.structure.widths[j]))
+            states.append(state)
         return outputs[-1], tuple(states)
 
     def engine_for(self, input: SequenceBatch) -> str:

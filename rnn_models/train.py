@@ -78,6 +78,11 @@ class SequenceClassifier(nn.Module):
         return self.readout(last).squeeze(1)
 
 
+def _detached(state: Any) -> Any:
+    """A recurrent state (a tensor, or nested tuples of them) cut from the graph."""
+    return tuple(_detached(s) for s in state) if isinstance(state, tuple) else state.detach()
+
+
 class NextSymbolModel(nn.Module):
     """Logits over the vocabulary at every step: which symbols may come next.
 
@@ -85,7 +90,8 @@ class NextSymbolModel(nn.Module):
     the final state of the previous call (detached: truncated backpropagation through
     time), so consecutive batches continue their streams row by row; ``reset_state()``
     (the training loop calls it at each epoch's and each evaluation's start) starts from
-    zero again. Needs a torch recurrent module (masked or not) taking an initial state.
+    zero again. Needs a torch recurrent module (masked or not) taking an initial state, or a
+    ``LayeredRNN`` (its ``forward_state``, on torch's kernels).
     """
 
     def __init__(self, rnn: nn.Module, vocab_size: int, output_size: int | None = None,
@@ -95,8 +101,9 @@ class NextSymbolModel(nn.Module):
             raise ValueError("rnn must be unidirectional: next-symbol prediction may not see the future")
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-        if stateful and not isinstance(rnn, nn.RNNBase):
-            raise ValueError(f"stateful needs a torch.nn.RNN/LSTM/GRU (or masked) module, got {type(rnn).__name__}")
+        if stateful and not (isinstance(rnn, nn.RNNBase) or callable(getattr(rnn, "forward_state", None))):
+            raise ValueError("stateful needs a torch.nn.RNN/LSTM/GRU (or masked) module or one with forward_state "
+                             f"(LayeredRNN), got {type(rnn).__name__}")
         self.rnn = rnn
         self.readout = nn.Linear(output_size or _output_size(rnn), vocab_size)
         self.stateful = stateful
@@ -111,8 +118,9 @@ class NextSymbolModel(nn.Module):
             return self.readout(sequence_output(self.rnn, inputs, lengths))
         if not self.rnn.batch_first:
             inputs = inputs.transpose(0, 1)
-        out, state = self.rnn(inputs, self.state)
-        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        step = getattr(self.rnn, "forward_state", self.rnn)  # LayeredRNN: all blocks' states
+        out, state = step(inputs, self.state)
+        self.state = _detached(state)
         return self.readout(out if self.rnn.batch_first else out.transpose(0, 1))
 
 

@@ -116,3 +116,24 @@ def test_an_lstm_without_forget_gate_never_forgets():
     assert bool((stateful.rnn.weight_hh_l0.detach()[6:12] == 0).all())
     with pytest.raises(ValueError, match="must be a MaskedLSTM"):
         open_forget_gate(make_rnn("gru", 3, 5))
+
+
+def test_a_layered_model_carries_its_state_across_windows_too():
+    """A stateful LayeredRNN (all blocks' states carried, on torch's kernels) equals the
+    whole stream at once, skip connections included."""
+    from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
+
+    structure = LayeredStructure((3, 2, 4), (LayerConnection(0, 1, torch.ones(2, 3, dtype=torch.bool)),
+                                             LayerConnection(1, 2, torch.ones(4, 2, dtype=torch.bool)),
+                                             LayerConnection(0, 2, torch.eye(4, 3, dtype=torch.bool))))
+    torch.manual_seed(3)
+    model = NextSymbolModel(LayeredRNN(structure, 7, cell="lstm", batch_first=True), 7, stateful=True)
+    data = stream_data(streams=2, windows=3, window=5, seed=4)
+    logits = predict(model, data)
+    whole = torch.stack([torch.cat([data.inputs[w * 2 + s] for w in range(3)]) for s in range(2)])
+    model.stateful = False
+    expected = model(whole, torch.full((2,), 15))
+    for s in range(2):
+        torch.testing.assert_close(torch.cat([logits[w * 2 + s] for w in range(3)]), expected[s])
+    with pytest.raises(ValueError, match="hx must hold one state per layer"):
+        model.rnn.forward_state(whole, (None,))

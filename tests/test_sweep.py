@@ -180,6 +180,8 @@ def test_executor_choices_and_missing_ray(monkeypatch, tmp_path):
         ({"gate_layout": "per_gate", "orientation": "random", "cells": ["gru"]}, {"kind": "next_symbol", "size": 40}),
         ({"orientation": "dag", "self_loops": True, "cells": ["rnn_relu"]}, {"kind": "continual_windows", "size": 8}),
         ({"cells": ["lstm"]}, {"kind": "continual", "size": 32, "streams": 4, "window": 20, "stream_symbols": 2000}),
+        ({"mapping": "layered", "cells": ["gru"]},
+         {"kind": "continual", "size": 32, "streams": 4, "window": 20, "stream_symbols": 2000}),
     ],
 )
 def test_every_mapping_and_task_runs(model, task):
