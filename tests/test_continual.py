@@ -137,3 +137,33 @@ def test_a_layered_model_carries_its_state_across_windows_too():
         torch.testing.assert_close(torch.cat([logits[w * 2 + s] for w in range(3)]), expected[s])
     with pytest.raises(ValueError, match="hx must hold one state per layer"):
         model.rnn.forward_state(whole, (None,))
+
+
+class AlwaysPredicts(torch.nn.Module):
+    """A constructed stateful model: the same allowed set at every step, whatever it reads."""
+
+    stateful = True
+
+    def __init__(self, allowed: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = allowed.float() * 2 - 1
+
+    def reset_state(self) -> None:
+        pass
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*inputs.shape[:2], -1)
+
+
+def test_the_first_error_is_counted_at_the_right_position_on_a_constructed_model():
+    """The model is right exactly where the stream allows its fixed set: its first error is
+    the first step that allows another set, computed here from the stream itself."""
+    stream = stream_data(streams=1, windows=4, window=1000, seed=7)
+    targets = stream.targets.reshape(4000, 7)
+    allowed = targets[0] > 0.5  # what may follow the stream's first symbol
+    first = next(t for t in range(4000) if not torch.equal(targets[t] > 0.5, allowed))
+    report = evaluate_stream(AlwaysPredicts(allowed), symbols=4000, seed=7)
+    assert report["symbols_before_error"] == first
+    assert report["solved"] == 0.0
+    same = ((targets > 0.5) == allowed).all(dim=1)
+    assert report["symbol_accuracy"] == pytest.approx(float(same.float().mean()))
