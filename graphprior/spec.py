@@ -34,6 +34,7 @@ import operator
 import re
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -454,6 +455,8 @@ class SweepSpec(_Strict):
                         )
         for i, generator in enumerate(self.generators):
             _check_generator(i, generator)
+        for i, generator in enumerate(self.generators):
+            _check_generator_values(i, generator, _points(self, i, generator))
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:
@@ -489,6 +492,25 @@ def _check_generator(index: int, generator: GeneratorSpec) -> None:
             raise _PathError(
                 ("generators", index, "params"), f"missing required parameter {key!r} of {generator.name}"
             )
+
+
+def _check_generator_values(index: int, generator: GeneratorSpec, points: list[tuple[dict[str, Scalar], int]]) -> None:
+    """Run the generator's own parameter checks on every parameter set the sweep will use
+    (grid points, sampled and derived values), without drawing a graph."""
+    from graphprior.generators import check_parameters
+
+    checked: set[str] = set()
+    for params, _ in points:
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            check_parameters(generator.name, **params)
+        except ValueError as error:
+            values = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise _PathError(("generators", index, "params"),
+                             f"{error} (in {generator.name} with {values})") from None
 
 
 def _resolution_order(params: dict[str, ParamValue]) -> list[str]:
@@ -564,8 +586,9 @@ def validate_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
         raise SpecError(format_error(first) + more) from None
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a TOML sweep spec."""
+def load_spec(path: str | Path, validate: Callable[[dict[str, Any]], Any] | None = None) -> SweepSpec:
+    """Read and validate a TOML sweep spec (with ``validate``, e.g.
+    ``graphprior.prune.validate_prune_spec``, another kind of spec built on it)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -575,7 +598,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
     _resolve_data_files(data, path.parent)
     try:
-        return validate_spec(data)
+        return (validate or validate_spec)(data)
     except SpecError as error:
         raise SpecError(f"{path}: {error}") from None
 
@@ -589,10 +612,12 @@ def _resolve_data_files(data: dict[str, Any], folder: Path) -> None:
                 task[name] = str((folder / task[name]).resolve())
 
 
-def preset_names() -> list[str]:
-    """Names of the presets shipped with the package."""
+def preset_names(prune: bool = False) -> list[str]:
+    """Names of the sweep presets shipped with the package; with ``prune``, of the prune
+    presets (``prune-*``, for ``graphprior.prune``)."""
     folder = importlib.resources.files("graphprior") / "presets"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    names = sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return [name for name in names if name.startswith("prune-") == prune]
 
 
 def load_preset(name: str) -> SweepSpec:
@@ -709,22 +734,27 @@ def _draw(value: ParamValue, rng: np.random.Generator) -> Scalar:
     return float(rng.uniform(value.low, value.high))
 
 
+def _points(spec: SweepSpec, index: int, generator: GeneratorSpec) -> list[tuple[dict[str, Scalar], int]]:
+    """(params, graph seed) of every graph that generator ``index`` of the sweep draws."""
+    points = []
+    if spec.sampling == "grid":
+        for point in _grid_points(generator):
+            for repetition in range(spec.repetitions):
+                seed = int(_digest([spec.seed, generator.name, point, repetition])[:8], 16) >> 1
+                points.append((point, seed))
+    else:
+        rng = np.random.default_rng([spec.seed, index])
+        for _ in range(spec.n_samples or 0):
+            drawn = {k: _draw(v, rng) for k, v in generator.params.items() if not isinstance(v, Derived)}
+            points.append((_resolve_derived(generator, drawn), int(rng.integers(2**31))))
+    return points
+
+
 def _graphs(spec: SweepSpec) -> list[tuple[str, dict[str, Scalar], int]]:
     """(generator, params, graph seed) of every graph of the sweep, in a stable order."""
-    graphs = []
-    for index, generator in enumerate(spec.generators):
-        if spec.sampling == "grid":
-            for point in _grid_points(generator):
-                for repetition in range(spec.repetitions):
-                    seed = int(_digest([spec.seed, generator.name, point, repetition])[:8], 16) >> 1
-                    graphs.append((generator.name, point, seed))
-        else:
-            rng = np.random.default_rng([spec.seed, index])
-            for _ in range(spec.n_samples or 0):
-                drawn = {k: _draw(v, rng) for k, v in generator.params.items() if not isinstance(v, Derived)}
-                point = _resolve_derived(generator, drawn)
-                graphs.append((generator.name, point, int(rng.integers(2**31))))
-    return graphs
+    return [(generator.name, point, seed)
+            for index, generator in enumerate(spec.generators)
+            for point, seed in _points(spec, index, generator)]
 
 
 def expand(spec: SweepSpec | dict[str, Any]) -> list[RunConfig]:

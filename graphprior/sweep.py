@@ -371,11 +371,21 @@ def run_sweep(
     group_fn = group_fn or (run_ensemble if group_size > 1 else run_group)
     runs = sample_runs(expand(spec), limit, seed=spec.seed)
     executor = executor or make_executor(backend, workers=workers, address=address)
+    return store_runs(runs, store, group_fn, executor, name=spec.name, retry_failed=retry_failed,
+                      group_size=group_size, progress=progress)
+
+
+def store_runs(runs: Sequence[RunConfig], store: str | Path, group_fn: Callable[[Sequence[RunConfig]], list[RunRecord]],
+               executor: Executor, *, name: str = "sweep", retry_failed: bool = False, group_size: int = 1,
+               progress: bool = True) -> SweepSummary:
+    """The driver of every sweep: skip the runs already in ``store``, send the rest in groups
+    (``group_runs``) to ``executor``'s ``group_fn`` and store each record as it arrives, with
+    a progress bar named ``name``."""
     start = time.perf_counter()
     with ResultsStore(store) as results:
         todo = pending_runs(runs, results.statuses(), retry_failed)
         counts = {"done": 0, "failed": 0}
-        bar = tqdm(total=len(todo), unit="run", desc=spec.name, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="run", desc=name, disable=not progress, dynamic_ncols=True)
         with bar:
             for records in executor.map_unordered(group_fn, group_runs(todo, group_size)):
                 for record in records:

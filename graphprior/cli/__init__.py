@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "table": ("bench_cmd", "table"),
     "demo": ("bench_cmd", "demo"),
     "predict": ("predict_cmd", "predict"),
+    "prune": ("prune_cmd", "prune"),
 }
 
 

@@ -1,0 +1,426 @@
+"""Pruning sweeps: a sweep spec plus a ``[prune]`` table, run resumably into the same store.
+
+A prune spec is a sweep spec (``graphprior.spec``: same TOML, same checks, same one-line
+errors) with a ``[prune]`` table naming the pruning schemes (``rnn_models.pruning.SCHEMES``),
+the fractions to prune, the rounds, the retraining, the prunable weights and the
+structure-alone controls. Every (run of the sweep x scheme x amount x weights x control) is
+one :class:`PruneRunConfig`: a ``RunConfig`` with its pruning settings, so its ``run_id``
+hashes them too, and its record goes into the same ``ResultsStore`` as any run, where
+``graphprior table`` and ``graphprior predict`` read it unchanged.
+
+One run: train the prior-initialised network (``train`` table), prune ``amount`` of its
+prunable weights in ``rounds`` rounds, retraining ``retrain_epochs`` after each (or until an
+epoch gains less than ``min_gain``), then apply the control:
+
+* ``none``: the pruned, retrained network itself (always run);
+* ``rewind``: survivors back to their initial values, trained again (Frankle & Carbin 2019);
+* ``reinit``: survivors re-drawn at random, same mask, trained again;
+* ``random_mask``: a random mask of the same per-matrix density inside the prior, initial
+  values, trained again (Van Gelder, Wortsman & Ehsani 2020).
+
+Controls train for the ``train`` table's epochs, the whole schedule. The runs that share a
+trained network go to one worker together, which trains it once. A record's metrics hold
+``trained_acc`` (before pruning), ``pruned_acc`` (right after the last pruning, or after the
+control is applied), ``retrained_acc`` (= ``test_acc``, at the end), ``remaining`` (fraction
+of the prunable weights left), ``weight_density`` (of the prunable matrices, dense = 1) and the
+robustness curve to further magnitude pruning (``robustness_auc``, ``robust_acc_<percent>``);
+its features are those of the pruned structure (:func:`pruned_graph`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib.resources
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from graphprior.spec import RunConfig, SpecError, SweepSpec, _PathError, _Strict, expand, format_error, \
+    load_spec, preset_names, sample_runs, validate_spec
+from graphprior.store import RunRecord
+from graphprior.sweep import SweepSummary, _build_run, _failure, _outcome, _record, graph_id, store_runs, \
+    train_config
+from rnn_models.pruning import SCHEMES, WEIGHTS
+
+CONTROLS = ("rewind", "reinit", "random_mask")
+ROBUSTNESS_FRACTIONS = tuple(i / 10 for i in range(10))
+"""Further-pruning fractions of the robustness curve stored with every run."""
+_LIST_FIELDS = ("schemes", "amounts", "weights", "controls")
+
+
+class PruneSettings(_Strict):
+    """The ``[prune]`` table of a prune spec. ``schemes``, ``amounts``, ``weights`` and
+    ``controls`` take one value or a list (grid axes); ``amounts`` are the fractions of the
+    prunable weights pruned in all ``rounds``; ``retrain_epochs`` (default: the ``train``
+    table's epochs) retrain after each round, at most, when ``min_gain`` stops earlier.
+    ``keep_weights`` saves each run's weights beside the store (not part of the run id)."""
+
+    schemes: tuple[Literal[SCHEMES], ...] = Field(default=("blinded",), min_length=1)
+    amounts: tuple[float, ...] = Field(min_length=1)
+    rounds: int = Field(default=1, ge=1, le=100)
+    retrain_epochs: int | None = Field(default=None, ge=1)
+    min_gain: float | None = Field(default=None, gt=0.0, lt=1.0)
+    weights: tuple[Literal[WEIGHTS], ...] = Field(default=("both",), min_length=1)
+    readout: bool = False
+    per_gate: bool = False
+    controls: tuple[Literal[CONTROLS], ...] = ()
+    keep_weights: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_list(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: [v] if k in _LIST_FIELDS and isinstance(v, (str, int, float)) else v for k, v in data.items()}
+        return data
+
+    @field_validator("amounts")
+    @classmethod
+    def _check_amounts(cls, amounts: tuple[float, ...]) -> tuple[float, ...]:
+        for i, amount in enumerate(amounts):
+            if not 0.0 < amount < 1.0:
+                raise _PathError((i,), f"must be a fraction in (0, 1), got {amount!r}")
+        return amounts
+
+
+class PruneRun(_Strict):
+    """The pruning settings of one run (part of its config and run id)."""
+
+    scheme: Literal[SCHEMES]
+    amount: float
+    weights: Literal[WEIGHTS]
+    control: Literal[("none",) + CONTROLS]
+    rounds: int
+    retrain_epochs: int
+    min_gain: float | None
+    readout: bool
+    per_gate: bool
+
+
+def _fields(run: RunConfig) -> dict[str, Any]:
+    """A run config's fields (without its cached ids)."""
+    return {name: getattr(run, name) for name in RunConfig.model_fields}
+
+
+class PruneRunConfig(RunConfig):
+    """A sweep run (``RunConfig``) pruned by ``prune``: trained, pruned, retrained, controlled."""
+
+    prune: PruneRun
+
+    def base(self) -> RunConfig:
+        """The run whose trained network this run prunes."""
+        return RunConfig(**_fields(self))
+
+    def group_key(self) -> tuple:
+        """Runs pruning the same trained network go to one worker, which trains it once."""
+        return (self.base().run_id,)
+
+    def flat(self) -> dict[str, Any]:
+        return {**super().flat(), **{f"prune_{k}": v for k, v in self.prune.model_dump().items()}}
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """A validated prune spec: the sweep whose runs are pruned and the ``[prune]`` table."""
+
+    sweep: SweepSpec
+    prune: PruneSettings
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+
+# ---------------------------------------------------------------------------------------
+# validation, loading, expansion
+# ---------------------------------------------------------------------------------------
+
+
+def _prune_error(error: ValidationError) -> SpecError:
+    """One line for the first error of the ``[prune]`` table."""
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return SpecError(f"prune: unknown key {loc[-1]!r}; allowed: {', '.join(PruneSettings.model_fields)}")
+    more = len(error.errors()) - 1
+    return SpecError(format_error({**first, "loc": ("prune", *loc)}) + (f" (and {more} more)" if more else ""))
+
+
+def validate_prune_spec(data: dict[str, Any] | PruneSpec) -> PruneSpec:
+    """Validate a prune spec given as plain data: the sweep keys by ``validate_spec``, the
+    ``[prune]`` table by :class:`PruneSettings`; raise ``SpecError`` with one line."""
+    if isinstance(data, PruneSpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a table of keys, got {type(data).__name__}")
+    if not isinstance(data.get("prune"), dict):
+        raise SpecError("prune: required table is missing (a prune spec is a sweep spec plus a [prune] table)")
+    sweep = validate_spec({k: v for k, v in data.items() if k != "prune"})
+    try:
+        settings = PruneSettings.model_validate(data["prune"])
+    except ValidationError as error:
+        raise _prune_error(error) from None
+    if settings.retrain_epochs is None:
+        settings = settings.model_copy(update={"retrain_epochs": sweep.train.epochs})
+    return PruneSpec(sweep, settings)
+
+
+def load_prune_spec(path: str | Path) -> PruneSpec:
+    """Read and validate a TOML prune spec (``graphprior.spec.load_spec``)."""
+    return load_spec(path, validate=validate_prune_spec)
+
+
+def load_prune_preset(name: str) -> PruneSpec:
+    """Load a shipped prune preset (``prune-demo``, ``prune-study``)."""
+    names = preset_names(prune=True)
+    if name not in names:
+        raise SpecError(f"preset: unknown prune preset {name!r}; allowed: {', '.join(names)}")
+    text = (importlib.resources.files("graphprior") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+    return validate_prune_spec(tomllib.loads(text))
+
+
+def expand_prune(spec: PruneSpec | dict[str, Any]) -> list[PruneRunConfig]:
+    """All runs of a prune spec: every sweep run x weights x scheme x amount x control
+    (``none`` first, then the spec's controls)."""
+    spec = validate_prune_spec(spec)
+    settings = spec.prune
+    runs = []
+    for base in expand(spec.sweep):
+        for weights in settings.weights:
+            for scheme in settings.schemes:
+                for amount in settings.amounts:
+                    for control in ("none", *settings.controls):
+                        prune = PruneRun(scheme=scheme, amount=amount, weights=weights, control=control,
+                                         rounds=settings.rounds, retrain_epochs=settings.retrain_epochs,
+                                         min_gain=settings.min_gain, readout=settings.readout,
+                                         per_gate=settings.per_gate)
+                        runs.append(PruneRunConfig(**_fields(base), prune=prune))
+    return list({run.run_id: run for run in runs}.values())
+
+
+def run_config_from(data: dict[str, Any]) -> RunConfig:
+    """The run config of a stored record's ``config``: a ``PruneRunConfig`` when it has pruning."""
+    return PruneRunConfig.model_validate(data) if "prune" in data else RunConfig.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------
+# one group of runs: train once, prune, control, record
+# ---------------------------------------------------------------------------------------
+
+
+def prunable_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: int, task: str) -> Any:
+    """``graphprior.sweep.build_model``, with a maskable readout when the run prunes it."""
+    from graphprior.sweep import build_model
+    from rnn_models.mlp import mask_readout
+
+    model = build_model(config, graphs, vocabulary_size, task)
+    if isinstance(config, PruneRunConfig) and config.prune.readout:
+        mask_readout(model)
+    return model
+
+
+def pruned_graph(model: Any) -> Any:
+    """The structure of a (pruned) network as a directed igraph graph, for ``graph_features``:
+    the hidden-to-hidden mask of a masked RNN/LSTM/GRU (``graphprior.priors.mask_to_graph``),
+    or for a ``LayeredRNN`` the DAG of its units (one node per unit, layer after layer; an
+    edge per surviving connection weight between layers, any gate), as its prior graph."""
+    from graphprior.priors import mask_to_graph
+    from rnn_models.layered import LayeredRNN
+    from rnn_models.pruning import model_masks
+
+    masks = model_masks(model)
+    rnn = model.rnn
+    if not isinstance(rnn, LayeredRNN):
+        return mask_to_graph(masks["rnn.weight_hh_l0"], backend="igraph")
+    widths = rnn.structure.widths
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    adjacency = np.zeros((offsets[-1], offsets[-1]), dtype=bool)
+    for j in range(1, len(widths)):
+        mask = masks[f"rnn.layers.{j}.weight_ih_l0"]
+        for b, source in enumerate(rnn.block_sources(j)):
+            block = mask[rnn.block_slices(j, b)["weight_ih_l0"]].reshape(rnn.gates, widths[j], widths[source])
+            rows, cols = np.nonzero(block.any(0).cpu().numpy())
+            adjacency[offsets[j] + rows, offsets[source] + cols] = True
+    return mask_to_graph(adjacency, backend="igraph")
+
+
+def pruned_features(model: Any) -> dict[str, float]:
+    """``graphprior.features.graph_features`` of the network's structure (:func:`pruned_graph`)."""
+    from graphprior.features import graph_features
+
+    return graph_features(pruned_graph(model))
+
+
+def _density(model: Any, prune: PruneRun) -> float:
+    """Fraction of the entries of the prunable matrices that hold a weight (dense: 1)."""
+    from rnn_models.pruning import weight_classes
+
+    classes = weight_classes(model, prune.weights, prune.readout, prune.per_gate)
+    return sum(len(c.alive()) for c in classes) / sum(int(c.region.sum()) for c in classes)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+@dataclass
+class _Trained:
+    """A run's trained network, kept to be pruned: the built run, its initial weights, its
+    training history, the model as trained and its test accuracy."""
+
+    built: Any
+    initial: dict[str, Any]
+    history: Any
+    model: Any
+    accuracy: float
+    cpu_seconds: float
+
+
+def _train_base(config: PruneRunConfig) -> _Trained:
+    """Build and train the network every run of the group prunes (``KeepWeights`` keeps its
+    initial weights for the rewinds)."""
+    from rnn_models.mlp import mask_readout
+    from rnn_models.pruning import KeepWeights, accuracy
+    from rnn_models.train import fit
+
+    built = _build_run(config)  # the base run's graphs, data and seeded model
+    if config.prune.readout:
+        mask_readout(built.model)
+    keep = KeepWeights(epochs=(0,))
+    cpu = time.process_time()
+    history = fit(built.model, built.train, built.test, train_config(config), hooks=[keep])
+    return _Trained(built, keep.weights[0], history, built.model,
+                    accuracy(built.model, built.test, config.train.device), time.process_time() - cpu)
+
+
+def _prune(trained: _Trained, config: PruneRunConfig) -> tuple[Any, list[Any]]:
+    """A copy of the trained network pruned by ``config.prune`` in its rounds (with retraining)."""
+    from rnn_models.pruning import iterative_pruning, per_round
+
+    prune = config.prune
+    model = copy.deepcopy(trained.model)
+    retrain = dataclasses.replace(train_config(config), epochs=prune.retrain_epochs)
+    rounds = iterative_pruning(model, trained.built.train, trained.built.test, retrain, prune.scheme,
+                               per_round(prune.amount, prune.rounds), prune.rounds, prune.weights, prune.readout,
+                               prune.per_gate, seed=config.seed, min_gain=prune.min_gain)
+    return model, rounds
+
+
+def _control(trained: _Trained, pruned: Any, config: PruneRunConfig) -> tuple[Any, float, Any]:
+    """The pruned network under ``config.prune.control`` (not ``none``), trained for the
+    whole schedule: (model, accuracy before that training, its history)."""
+    import torch
+
+    from rnn_models.pruning import accuracy, model_masks, random_masks, reinit, rewind
+    from rnn_models.train import fit
+
+    prune, built = config.prune, trained.built
+    model = copy.deepcopy(pruned)
+    if prune.control == "reinit":
+        torch.manual_seed(_seed(config.seed, 1))
+        reinit(model, prunable_model(config, built.graphs, built.train.inputs.shape[-1], built.train.task))
+    else:
+        if prune.control == "random_mask":
+            support = model_masks(trained.model)  # the prior: the structure before pruning
+            random_masks(model, support, seed=_seed(config.seed, 2), weights=prune.weights,
+                         readout=prune.readout, per_gate=prune.per_gate)
+        rewind(model, trained.initial)
+    before = accuracy(model, built.test, config.train.device)
+    return model, before, fit(model, built.train, built.test, train_config(config))
+
+
+def _prune_record(trained: _Trained, config: PruneRunConfig, model: Any, pruned_acc: float, remaining: float,
+                  histories: Sequence[Any], seconds: float, cpu_seconds: float,
+                  weights_dir: Path | None) -> RunRecord:
+    """The record of one pruned run (see the module doc for its metrics and features)."""
+    from rnn_models.pruning import robustness_curve
+
+    prune, last = config.prune, histories[-1]
+    status, reason = _outcome(last)
+    curve = robustness_curve(model, trained.built.test, ROBUSTNESS_FRACTIONS, weights=prune.weights,
+                             readout=prune.readout, per_gate=prune.per_gate, device=config.train.device)
+    metrics = {**last.final, "trained_acc": trained.accuracy, "pruned_acc": pruned_acc,
+               "retrained_acc": last.final.get("test_acc", float("nan")), "remaining": remaining,
+               "weight_density": _density(model, prune), "robustness_auc": curve.auc,
+               **{f"robust_acc_{round(100 * f):02d}": a for f, a in zip(curve.fractions, curve.accuracy)},
+               "fit_seconds": sum(h.seconds for h in histories), "cpu_seconds": cpu_seconds}
+    history = [{**epoch, "round": float(r)} for r, h in enumerate(histories) for epoch in h.epochs]
+    if weights_dir is not None:
+        from graphprior.weights import save_weights
+
+        save_weights(weights_dir, config.run_id, {"init": trained.initial, "final": model.state_dict()})
+    return _record(config, status, reason, seconds=seconds, metrics=metrics, history=history,
+                   features=pruned_features(model), graph_id=graph_id(trained.built.graphs))
+
+
+def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None) -> dict[str, RunRecord]:
+    """Records of runs sharing one trained network: trained once, pruned once per setting."""
+    start = time.perf_counter()
+    trained = _train_base(configs[0])
+    records: dict[str, RunRecord] = {}
+    settings = {c.prune.model_copy(update={"control": "none"}): None for c in configs}
+    for setting in settings:
+        members = [c for c in configs if c.prune.model_copy(update={"control": "none"}) == setting]
+        cpu = time.process_time()
+        try:
+            pruned, rounds = _prune(trained, members[0])
+        except Exception as error:  # noqa: BLE001 -- one setting's failure must not stop the others
+            records.update({c.run_id: _failure(c, error, time.perf_counter() - start) for c in members})
+            continue
+        prune_cpu = time.process_time() - cpu
+        pruning = [trained.history] + [r.history for r in rounds]
+        for config in members:
+            cpu = time.process_time()
+            try:
+                if config.prune.control == "none":
+                    model, before, histories = pruned, rounds[-1].pruned_acc, pruning
+                else:
+                    model, before, history = _control(trained, pruned, config)
+                    histories = [*pruning, history]
+                cpu_seconds = trained.cpu_seconds + prune_cpu + time.process_time() - cpu
+                records[config.run_id] = _prune_record(trained, config, model, before, rounds[-1].remaining,
+                                                       histories, time.perf_counter() - start, cpu_seconds,
+                                                       weights_dir)
+            except Exception as error:  # noqa: BLE001
+                records[config.run_id] = _failure(config, error, time.perf_counter() - start)
+    return records
+
+
+def run_prune_group(configs: Sequence[PruneRunConfig], weights_dir: str | Path | None = None) -> list[RunRecord]:
+    """A sweep's group trainer for prune runs sharing one trained network (their
+    ``group_key``); any failure becomes a failed record. ``weights_dir``: save each run's
+    initial and final weights there (``graphprior.weights``)."""
+    start = time.perf_counter()
+    folder = None if weights_dir is None else Path(weights_dir)
+    try:
+        records = _group_records(configs, folder)
+    except Exception as error:  # noqa: BLE001 -- e.g. the base training itself fails
+        seconds = time.perf_counter() - start
+        return [_failure(config, error, seconds) for config in configs]
+    return [records[config.run_id] for config in configs]
+
+
+def run_prune(spec: PruneSpec | dict[str, Any], store: str | Path, *, backend: str = "local",
+              workers: int | None = None, address: str | None = None, limit: int | None = None,
+              retry_failed: bool = False, progress: bool = True, executor: Any = None) -> SweepSummary:
+    """Run every pending run of a prune spec into ``store`` (``graphprior.sweep.store_runs``:
+    stored runs are skipped, each record is stored as it arrives, so a killed sweep resumes
+    without losing or duplicating runs). ``limit`` runs a seeded sample of that many runs.
+    With ``keep_weights`` the weights go beside the store (``graphprior.weights``)."""
+    from graphprior.executors import make_executor
+    from graphprior.weights import weights_dir
+
+    spec = validate_prune_spec(spec)
+    runs = sample_runs(expand_prune(spec), limit, seed=spec.sweep.seed)
+    folder = str(weights_dir(store)) if spec.prune.keep_weights else None
+    executor = executor or make_executor(backend, workers=workers, address=address)
+    group_size = max(len(runs), 1)  # a group is every run of one trained network (group_key)
+    return store_runs(runs, store, functools.partial(run_prune_group, weights_dir=folder), executor,
+                      name=spec.name, retry_failed=retry_failed, group_size=group_size, progress=progress)
