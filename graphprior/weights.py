@@ -77,17 +77,5 @@ def load_run_model(store: str | Path, run_id: str, stage: str = "final") -> Any:
     graphs = prior_graphs(config)
     train, _ = task_data(config.task)
     model = prunable_model(config, graphs, train.inputs.shape[-1], train.task)
-    state = load_file(str(path))
-    _set_masks(model, state)
-    model.load_state_dict(state)
+    model.load_state_dict(load_file(str(path)))  # masked modules load the masks it holds too
     return model
-
-
-def _set_masks(model: Any, state: Mapping[str, Any]) -> None:
-    """Set the masks a state dict holds (``<weight>_mask``) on the model's mask holders first:
-    a ``MaskedLinear`` readout without a mask yet would refuse the key."""
-    for path, module in model.named_modules():
-        for weight in getattr(module, "maskable_weights", ()):
-            key = f"{path}.{weight}_mask" if path else f"{weight}_mask"
-            if key in state:
-                module.set_mask(weight, state[key])

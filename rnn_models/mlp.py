@@ -92,6 +92,19 @@ class MaskedLinear(nn.Linear):
         if hasattr(self, "_mask_cache"):  # not yet during nn.Linear's constructor
             self.apply_masks()
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """Load a mask too: one in ``state_dict`` replaces ours (also when we had none); one
+        it lacks is kept. The loaded weight is re-masked at once."""
+        key = prefix + _MASK
+        if key in state_dict:
+            self.set_mask(_WEIGHT, state_dict[key].to(torch.bool))
+        elif _MASK in self._buffers:
+            state_dict[key] = self._buffers[_MASK]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self.apply_masks()
+
 
 class MaskedMLP(nn.Module):
     """Fully connected layers of ``sizes`` (input, hidden..., classes) with ReLU between

@@ -387,3 +387,16 @@ def test_fixed_inputs_and_mlp_check_their_arguments():
         FixedInputs.from_arrays(torch.zeros(3), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="sizes must be"):
         MaskedMLP((4,))
+
+
+def test_a_masked_linear_loads_the_mask_of_a_state_dict_it_did_not_have():
+    from rnn_models.mlp import MaskedLinear
+
+    source = MaskedLinear(4, 3, mask=torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) < 0.5)
+    target = MaskedLinear(4, 3)
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.masks["weight"], source.masks["weight"])
+    assert torch.equal(target.weight, source.weight)
+    plain = MaskedLinear(4, 3)
+    plain.load_state_dict(torch.nn.Linear(4, 3).state_dict())  # a dense state dict keeps "no mask"
+    assert plain.masks == {}
