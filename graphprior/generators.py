@@ -29,8 +29,10 @@ GraphLike = Union[igraph.Graph, nx.Graph]
 
 __all__ = [
     "GENERATORS",
+    "PARAMETER_CHECKS",
     "GraphLike",
     "barabasi_albert",
+    "check_parameters",
     "complete",
     "connected_watts_strogatz",
     "directed_scale_free",
@@ -152,10 +154,14 @@ def watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> igraph.
     and so tends to G(n, m) at p = 1, a different model.
     Watts & Strogatz (1998), "Collective dynamics of 'small-world' networks", Nature 393.
     """
-    n = _check_int("n", n, 3)
-    k = _check_even_k(k, n)
-    p = _check_float("p", p, 0.0, 1.0)
+    n, k, p = _check_small_world(n, k, p)
     return to_igraph(nx.watts_strogatz_graph(n, k, p, seed=seed))
+
+
+def _check_small_world(n: object, k: object, p: object) -> tuple[int, int, float]:
+    """The checked parameters of a (Newman–)Watts–Strogatz graph."""
+    n = _check_int("n", n, 3)
+    return n, _check_even_k(k, n), _check_float("p", p, 0.0, 1.0)
 
 
 @random_state("random")
@@ -169,15 +175,17 @@ def connected_watts_strogatz(
     side). Raises RuntimeError when no draw is connected.
     Watts & Strogatz (1998), Nature 393; Stier, Darji & Granitzer (2021), LOD.
     """
-    n = _check_int("n", n, 3)
-    k = _check_int("k", k, 2, n - 1)
-    p = _check_float("p", p, 0.0, 1.0)
-    tries = _check_int("tries", tries, 1)
+    n, k, p, tries = _check_connected_watts_strogatz(n, k, p, tries)
     try:
         graph = nx.connected_watts_strogatz_graph(n, k, p, tries=tries, seed=seed)
     except nx.NetworkXError as error:
         raise RuntimeError(f"no connected Watts–Strogatz graph in {tries} tries (n={n}, k={k}, p={p})") from error
     return to_igraph(graph)
+
+
+def _check_connected_watts_strogatz(n: object, k: object, p: object, tries: object = 100) -> tuple[int, int, float, int]:
+    n = _check_int("n", n, 3)
+    return n, _check_int("k", k, 2, n - 1), _check_float("p", p, 0.0, 1.0), _check_int("tries", tries, 1)
 
 
 @random_state("random")
@@ -188,9 +196,7 @@ def newman_watts_strogatz(n: int, k: int, p: float, seed: int | None = None) -> 
     Newman & Watts (1999), "Renormalization group analysis of the small-world network
     model", Physics Letters A 263.
     """
-    n = _check_int("n", n, 3)
-    k = _check_even_k(k, n)
-    p = _check_float("p", p, 0.0, 1.0)
+    n, k, p = _check_small_world(n, k, p)
     return to_igraph(nx.newman_watts_strogatz_graph(n, k, p, seed=seed))
 
 
@@ -204,15 +210,18 @@ def ws_flex(n: int, k: float, p: float, seed: int | None = None) -> igraph.Graph
     ``p`` as in Watts–Strogatz. Mean degree ``2 * round(n * k / 2) / n``.
     You, Leskovec, He & Xie (2020), "Graph Structure of Neural Networks", ICML.
     """
-    n = _check_int("n", n, 5)
-    k = _check_float("k", k, 2.0, n - 3)
-    p = _check_float("p", p, 0.0, 1.0)
+    n, k, p = _check_ws_flex(n, k, p)
     half = int(k // 2)
     nodes = np.arange(n)
     edges = [(u, (u + d) % n) for d in range(1, half + 1) for u in nodes]
     extra = int(round(n * k / 2)) - n * half
     edges += [(u, (u + half + 1) % n) for u in seed.choice(n, size=extra, replace=False)]
     return _from_edges(n, _rewire_far_ends(n, edges, p, seed))
+
+
+def _check_ws_flex(n: object, k: object, p: object) -> tuple[int, float, float]:
+    n = _check_int("n", n, 5)
+    return n, _check_float("k", k, 2.0, n - 3), _check_float("p", p, 0.0, 1.0)
 
 
 def _rewire_far_ends(n: int, edges: list[tuple[int, int]], p: float, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -241,9 +250,13 @@ def _rewire_far_ends(n: int, edges: list[tuple[int, int]], p: float, rng: np.ran
 def ring_lattice(n: int, k: int, seed: int | None = None) -> igraph.Graph:
     """Ring lattice: ``n`` nodes on a ring, each joined to its ``k`` nearest neighbours
     (the Watts–Strogatz graph at p = 0; deterministic, ``seed`` is accepted and unused)."""
-    n = _check_int("n", n, 3)
-    k = _check_even_k(k, n)
+    n, k = _check_ring_lattice(n, k)
     return igraph.Graph.Watts_Strogatz(1, n, k // 2, 0.0)
+
+
+def _check_ring_lattice(n: object, k: object) -> tuple[int, int]:
+    n = _check_int("n", n, 3)
+    return n, _check_even_k(k, n)
 
 
 def _check_even_k(k: object, n: int) -> int:
@@ -267,14 +280,18 @@ def barabasi_albert(n: int, m: int, seed: int | None = None, initial: str = "emp
     ``m * (n - m)`` edges. networkx builds it: igraph's model adds a zero-degree appeal.
     Barabási & Albert (1999), "Emergence of scaling in random networks", Science 286.
     """
-    n = _check_int("n", n, 2)
-    m = _check_int("m", m, 1, n - 1)
-    if initial not in ("empty", "star"):
-        raise ValueError(f"initial must be 'empty' or 'star', got {initial!r}")
+    n, m, initial = _check_barabasi_albert(n, m, initial)
     centre = m if initial == "empty" else 0  # empty: the state after node m joined nodes 0..m-1
     start = nx.empty_graph(m + 1)
     start.add_edges_from((centre, v) for v in range(m + 1) if v != centre)
     return to_igraph(nx.barabasi_albert_graph(n, m, seed=seed, initial_graph=start))
+
+
+def _check_barabasi_albert(n: object, m: object, initial: object = "empty") -> tuple[int, int, str]:
+    n = _check_int("n", n, 2)
+    if initial not in ("empty", "star"):
+        raise ValueError(f"initial must be 'empty' or 'star', got {initial!r}")
+    return n, _check_int("m", m, 1, n - 1), str(initial)
 
 
 @random_state("random")
@@ -284,10 +301,13 @@ def powerlaw_cluster(n: int, m: int, p: float, seed: int | None = None) -> igrap
 
     Holme & Kim (2002), "Growing scale-free networks with tunable clustering", Phys. Rev. E 65.
     """
-    n = _check_int("n", n, 2)
-    m = _check_int("m", m, 1, n - 1)
-    p = _check_float("p", p, 0.0, 1.0)
+    n, m, p = _check_powerlaw_cluster(n, m, p)
     return to_igraph(nx.powerlaw_cluster_graph(n, m, p, seed=seed))
+
+
+def _check_powerlaw_cluster(n: object, m: object, p: object) -> tuple[int, int, float]:
+    n = _check_int("n", n, 2)
+    return n, _check_int("m", m, 1, n - 1), _check_float("p", p, 0.0, 1.0)
 
 
 @random_state("random")
@@ -307,6 +327,20 @@ def directed_scale_free(
 
     Bollobás, Borgs, Chayes & Riordan (2003), "Directed scale-free graphs", SODA.
     """
+    n = _check_directed_scale_free(n, alpha, beta, gamma, delta_in, delta_out)
+    multi = nx.scale_free_graph(
+        n, alpha=alpha, beta=beta, gamma=gamma, delta_in=delta_in, delta_out=delta_out, seed=seed
+    )
+    simple = nx.DiGraph(multi)
+    simple.remove_edges_from(nx.selfloop_edges(simple))
+    return to_igraph(simple)
+
+
+def _check_directed_scale_free(
+    n: object, alpha: object = 0.41, beta: object = 0.54, gamma: object = 0.05,
+    delta_in: object = 0.2, delta_out: object = 0.0,
+) -> int:
+    """The checked node count (the probabilities and biases are used as given)."""
     n = _check_int("n", n, 3)  # the model grows from a 3-cycle
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         _check_float(name, value, 0.0, 1.0)
@@ -314,12 +348,7 @@ def directed_scale_free(
         raise ValueError(f"alpha + beta + gamma must equal 1, got {alpha + beta + gamma}")
     _check_float("delta_in", delta_in, 0.0, float("inf"))
     _check_float("delta_out", delta_out, 0.0, float("inf"))
-    multi = nx.scale_free_graph(
-        n, alpha=alpha, beta=beta, gamma=gamma, delta_in=delta_in, delta_out=delta_out, seed=seed
-    )
-    simple = nx.DiGraph(multi)
-    simple.remove_edges_from(nx.selfloop_edges(simple))
-    return to_igraph(simple)
+    return n
 
 
 # ----------------------------------------------------------------------------- classic random graphs
@@ -331,9 +360,12 @@ def erdos_renyi_gnp(n: int, p: float, seed: int | None = None) -> igraph.Graph:
 
     Gilbert (1959), "Random graphs", Ann. Math. Statist. 30; Erdős & Rényi (1959).
     """
-    n = _check_int("n", n, 1)
-    p = _check_float("p", p, 0.0, 1.0)
+    n, p = _check_erdos_renyi_gnp(n, p)
     return igraph.Graph.Erdos_Renyi(n=n, p=p)
+
+
+def _check_erdos_renyi_gnp(n: object, p: object) -> tuple[int, float]:
+    return _check_int("n", n, 1), _check_float("p", p, 0.0, 1.0)
 
 
 @random_state("igraph")
@@ -342,9 +374,13 @@ def erdos_renyi_gnm(n: int, m: int, seed: int | None = None) -> igraph.Graph:
 
     Erdős & Rényi (1959), "On random graphs I", Publ. Math. Debrecen 6.
     """
-    n = _check_int("n", n, 1)
-    m = _check_int("m", m, 0, n * (n - 1) // 2)
+    n, m = _check_erdos_renyi_gnm(n, m)
     return igraph.Graph.Erdos_Renyi(n=n, m=m)
+
+
+def _check_erdos_renyi_gnm(n: object, m: object) -> tuple[int, int]:
+    n = _check_int("n", n, 1)
+    return n, _check_int("m", m, 0, n * (n - 1) // 2)
 
 
 @random_state("igraph")
@@ -353,18 +389,26 @@ def random_regular(n: int, d: int, seed: int | None = None) -> igraph.Graph:
 
     Steger & Wormald (1999), "Generating random regular graphs quickly", CPC 8.
     """
+    n, d = _check_random_regular(n, d)
+    return igraph.Graph.K_Regular(n, d)
+
+
+def _check_random_regular(n: object, d: object) -> tuple[int, int]:
     n = _check_int("n", n, 1)
     d = _check_int("d", d, 0, n - 1)
     if n * d % 2:
         raise ValueError(f"n * d must be even for a d-regular graph, got n={n}, d={d}")
-    return igraph.Graph.K_Regular(n, d)
+    return n, d
 
 
 @random_state("int")
 def complete(n: int, seed: int | None = None) -> igraph.Graph:
     """Complete graph K_n (deterministic; ``seed`` is accepted and unused): the dense baseline."""
-    n = _check_int("n", n, 1)
-    return igraph.Graph.Full(n)
+    return igraph.Graph.Full(_check_complete(n))
+
+
+def _check_complete(n: object) -> int:
+    return _check_int("n", n, 1)
 
 
 @random_state("igraph")
@@ -374,6 +418,11 @@ def stochastic_block(sizes: Sequence[int], p: Sequence[Sequence[float]], seed: i
 
     Holland, Laskey & Leinhardt (1983), "Stochastic blockmodels: first steps", Social Networks 5.
     """
+    sizes, matrix = _check_stochastic_block(sizes, p)
+    return igraph.Graph.SBM(matrix.tolist(), sizes)
+
+
+def _check_stochastic_block(sizes: object, p: object) -> tuple[list[int], np.ndarray]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"sizes must be a non-empty list of block sizes, got {sizes!r}")
     sizes = [_check_int("sizes[i]", s, 1) for s in sizes]
@@ -382,7 +431,7 @@ def stochastic_block(sizes: Sequence[int], p: Sequence[Sequence[float]], seed: i
         raise ValueError(f"p must be a {len(sizes)} x {len(sizes)} matrix (one row per block), got shape {matrix.shape}")
     if not np.all((matrix >= 0) & (matrix <= 1)) or not np.allclose(matrix, matrix.T):
         raise ValueError("p must be symmetric with entries in [0, 1]")
-    return igraph.Graph.SBM(matrix.tolist(), sizes)
+    return sizes, matrix
 
 
 @random_state("int")
@@ -393,13 +442,15 @@ def planted_partition(groups: int, size: int, p_in: float, p_out: float, seed: i
     Condon & Karp (2001), "Algorithms for graph partitioning on the planted partition model",
     Random Structures & Algorithms 18.
     """
-    groups = _check_int("groups", groups, 1)
-    size = _check_int("size", size, 1)
-    p_in = _check_float("p_in", p_in, 0.0, 1.0)
-    p_out = _check_float("p_out", p_out, 0.0, 1.0)
+    groups, size, p_in, p_out = _check_planted_partition(groups, size, p_in, p_out)
     matrix = np.full((groups, groups), p_out)
     np.fill_diagonal(matrix, p_in)
     return stochastic_block([size] * groups, matrix, seed=seed)
+
+
+def _check_planted_partition(groups: object, size: object, p_in: object, p_out: object) -> tuple[int, int, float, float]:
+    return (_check_int("groups", groups, 1), _check_int("size", size, 1),
+            _check_float("p_in", p_in, 0.0, 1.0), _check_float("p_out", p_out, 0.0, 1.0))
 
 
 @random_state("igraph")
@@ -409,9 +460,12 @@ def random_geometric(n: int, radius: float, torus: bool = False, seed: int | Non
 
     Penrose (2003), "Random Geometric Graphs", Oxford University Press.
     """
-    n = _check_int("n", n, 1)
-    radius = _check_float("radius", radius, 0.0, float(np.sqrt(2)))
+    n, radius = _check_random_geometric(n, radius)
     return igraph.Graph.GRG(n, radius, torus=bool(torus))
+
+
+def _check_random_geometric(n: object, radius: object, torus: object = False) -> tuple[int, float]:
+    return _check_int("n", n, 1), _check_float("radius", radius, 0.0, float(np.sqrt(2)))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -435,8 +489,28 @@ GENERATORS: dict[str, Callable[..., igraph.Graph]] = {
 }
 
 
-def generate(name: str, seed: int | None = None, **params: object) -> igraph.Graph:
-    """Draw one graph from the generator registered as ``name`` (see ``GENERATORS``)."""
+PARAMETER_CHECKS: dict[str, Callable[..., object]] = {
+    "watts_strogatz": _check_small_world,
+    "connected_watts_strogatz": _check_connected_watts_strogatz,
+    "newman_watts_strogatz": _check_small_world,
+    "ws_flex": _check_ws_flex,
+    "ring_lattice": _check_ring_lattice,
+    "barabasi_albert": _check_barabasi_albert,
+    "powerlaw_cluster": _check_powerlaw_cluster,
+    "directed_scale_free": _check_directed_scale_free,
+    "erdos_renyi_gnp": _check_erdos_renyi_gnp,
+    "erdos_renyi_gnm": _check_erdos_renyi_gnm,
+    "random_regular": _check_random_regular,
+    "complete": _check_complete,
+    "stochastic_block": _check_stochastic_block,
+    "planted_partition": _check_planted_partition,
+    "random_geometric": _check_random_geometric,
+}
+"""The parameter checks each generator runs before drawing, by generator name."""
+
+
+def _bound_generator(name: str, seed: int | None, params: dict[str, object]) -> Callable[..., igraph.Graph]:
+    """The generator called ``name``, after checking that it takes exactly ``params``."""
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of: {', '.join(sorted(GENERATORS))}")
     function = GENERATORS[name]
@@ -446,7 +520,19 @@ def generate(name: str, seed: int | None = None, **params: object) -> igraph.Gra
         signature.bind(seed=seed, **params)
     except TypeError as error:  # unknown or missing parameter
         raise ValueError(f"{name}: {error}; it takes: {accepted}") from error
-    return function(seed=seed, **params)
+    return function
+
+
+def generate(name: str, seed: int | None = None, **params: object) -> igraph.Graph:
+    """Draw one graph from the generator registered as ``name`` (see ``GENERATORS``)."""
+    return _bound_generator(name, seed, params)(seed=seed, **params)
+
+
+def check_parameters(name: str, **params: object) -> None:
+    """Raise the ``ValueError`` that ``generate(name, **params)`` would, without drawing a graph
+    (a sweep checks every parameter set of a spec before training)."""
+    _bound_generator(name, None, params)
+    PARAMETER_CHECKS[name](**params)
 
 
 # ----------------------------------------------------------------------------- user graphs
@@ -513,12 +599,26 @@ def load_graph(path: str | Path, directed: bool = False) -> igraph.Graph:
         raise FileNotFoundError(f"no graph file at {path}")
     if path.suffix.lower() == ".graphml":
         return igraph.Graph.Read_GraphML(str(path))
-    kind = nx.DiGraph if directed else nx.Graph
-    try:
-        read = nx.read_edgelist(path, nodetype=int, data=False, create_using=kind)
-    except TypeError:  # labels that are not integers
-        read = nx.read_edgelist(path, nodetype=str, data=False, create_using=kind)
-    return to_igraph(read)
+    graph = nx.DiGraph() if directed else nx.Graph()
+    graph.add_edges_from(_edge_pairs(path))
+    return to_igraph(graph)
+
+
+def _edge_pairs(path: Path) -> list[tuple[int, int] | tuple[str, str]]:
+    """The edges of an edge-list file, one ``u v`` pair per line (``#`` starts a comment);
+    integer labels as ints when every label is one. A line of another shape is a
+    ``ValueError`` naming the file and the line, never a silently different graph."""
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{path}: line {number}: expected an edge 'u v' (two node labels), got {line.strip()!r}")
+        pairs.append((fields[0], fields[1]))
+    if all(label.lstrip("-").isdigit() for pair in pairs for label in pair):
+        return [(int(u), int(v)) for u, v in pairs]
+    return pairs
 
 
 def save_graph(graph: GraphLike, path: str | Path) -> Path:
@@ -535,7 +635,7 @@ def save_graph(graph: GraphLike, path: str | Path) -> Path:
     isolated = [v for v, degree in enumerate(g.degree()) if degree == 0]
     if isolated:
         raise ValueError(
-            f"path: an edge list cannot hold the {len(isolated)} isolated node(s) of this graph "
+            f"{path}: an edge list cannot hold the {len(isolated)} isolated node(s) of this graph "
             f"(e.g. node {isolated[0]}); save it as .graphml"
         )
     g.write_edgelist(str(path))

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from sklearn.utils.parallel import Parallel, delayed
 from scipy import stats
 from sklearn.base import BaseEstimator, clone
 from sklearn.dummy import DummyRegressor
@@ -388,6 +388,15 @@ def grouped_splits(
     ]
 
 
+def feasible_folds(table: PredictionTable, n_splits: int) -> int:
+    """The most folds, at most ``n_splits``, that grouped k-fold can use on ``table``.
+
+    Every test fold needs a graph of its own and two runs at least (R² of one row is
+    undefined); below 2 the table is too small to cross-validate.
+    """
+    return min(n_splits, int(table.frame["group"].nunique()), len(table.frame) // 2)
+
+
 def study_split(n_rows: int, test_size: float = 0.1, random_state: int = 7) -> list[Split]:
     """The study's protocol: one random row split, ``train_test_split(test_size=0.1, random_state=7)``.
 
@@ -601,15 +610,20 @@ def compare_models(
     n_jobs: int | None = None,
 ) -> list[CVResult]:
     """Cross-validate every model on one table; all share the same splits, so folds pair up."""
-    unknown = [m for m in models if m not in REGRESSORS]
-    if unknown or not models:
-        raise ValueError(f"models: unknown {unknown or 'none given'}; allowed: {', '.join(REGRESSORS)}")
+    check_models(models)
     splits = make_splits(table, protocol, n_splits, n_repeats, seed)
     return [
         cross_validate(table, m, splits=splits, protocol=protocol, seed=seed, scope=scope,
                        n_jobs=n_jobs)
         for m in models
     ]
+
+
+def check_models(models: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the unknown names unless ``models`` are registry names."""
+    unknown = [m for m in models if m not in REGRESSORS]
+    if unknown or not models:
+        raise ValueError(f"models: unknown {unknown or 'none given'}; allowed: {', '.join(REGRESSORS)}")
 
 
 def scopes(table: PredictionTable, by_cell: bool = True) -> dict[str, PredictionTable]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import markdown
 import numpy as np
@@ -33,7 +34,10 @@ from graphprior.predict import (
     PredictionTable,
     ablations,
     best_model,
-    compare_models,
+    check_models,
+    cross_validate,
+    feasible_folds,
+    grouped_splits,
     importances,
     learnability,
     noise_ceiling,
@@ -41,6 +45,7 @@ from graphprior.predict import (
     summarise,
 )
 
+T = TypeVar("T")
 PLOTS = ("predicted_vs_actual.png", "importances.png", "ablations.png")
 DPI = 110
 
@@ -59,6 +64,10 @@ class Report:
     study_protocol: list[CVResult] = field(default_factory=list)
     learnability: dict[str, LearnabilityResult] = field(default_factory=dict)
     ceilings: dict[str, dict[str, float]] = field(default_factory=dict)
+    folds: dict[str, int] = field(default_factory=dict)
+    """The k of each scope's grouped k-fold (fewer than asked where it has few graphs)."""
+    notes: list[str] = field(default_factory=list)
+    """What the analysis left out or changed (skipped scopes and models, fewer folds), in words."""
 
     def to_dict(self) -> dict:
         """Every figure, JSON-ready (NaN becomes ``null``)."""
@@ -74,6 +83,8 @@ class Report:
             "study_protocol": [r.to_dict() for r in self.study_protocol],
             "learnability": {s: r.to_dict() for s, r in self.learnability.items()},
             "noise_ceiling": self.ceilings,
+            "folds": self.folds,
+            "notes": self.notes,
         })
 
 
@@ -104,24 +115,90 @@ def build_report(
     n_jobs: int | None = None,
     progress: bool = False,
 ) -> Report:
-    """Run the full analysis on ``table`` (see the module docstring)."""
+    """Run the full analysis on ``table`` (see the module docstring).
+
+    A small table still gives a report: a scope with fewer graphs than ``n_splits`` is
+    cross-validated with fewer folds, a scope too small for any (or with a constant target)
+    and a model that cannot fit its folds are left out; :attr:`Report.notes` says which.
+    Raises ``ValueError`` when no scope can be evaluated.
+    """
+    check_models(models)
     parts = scopes(table, by_cell)
     report = Report(table.target, table.features, {}, [], {})
-    cv = dict(n_splits=n_splits, seed=seed, n_jobs=n_jobs)
     for scope, part in tqdm(parts.items(), desc="predict", unit="scope", disable=not progress):
+        folds = _scope_folds(report, scope, part, n_splits)
+        if folds is None:
+            continue
+        cv = dict(n_splits=folds, seed=seed, n_jobs=n_jobs)
+        results = _fitted_models(report, scope, part, models, n_repeats=n_repeats, **cv)
+        if not results:
+            report.notes.append(f"{scope}: left out, none of the models could fit its folds")
+            continue
         report.sizes[scope] = {"rows": len(part.frame), "groups": int(part.frame["group"].nunique())}
+        report.folds[scope] = folds
         report.ceilings[scope] = noise_ceiling(part)
-        report.comparison += compare_models(part, models, scope=scope, n_repeats=n_repeats, **cv)
-        best = report.best[scope] = best_model(report.comparison, scope)
+        report.comparison += results
+        best = report.best[scope] = best_model(results, scope)
         report.importances[scope] = importances(part, best, n_permutations=n_permutations, **cv)
         report.ablations[scope] = ablations(part, best, n_repeats=n_repeats, **cv)
         if study_protocol:
-            report.study_protocol += compare_models(part, models, scope=scope, protocol="study",
-                                                    seed=seed, n_jobs=n_jobs)
+            report.study_protocol += _attempt(
+                report, f"{scope}: no study protocol", lambda: [
+                    cross_validate(part, m, protocol="study", seed=seed, scope=scope, n_jobs=n_jobs)
+                    for m in (r.model for r in results)]) or []
         if learned_threshold is not None:
-            report.learnability[scope] = learnability(part, learned_threshold, best,
-                                                      n_repeats=n_repeats, **cv)
+            result = _attempt(report, f"{scope}: no 'learns at all' analysis", lambda: learnability(
+                part, learned_threshold, best, n_repeats=n_repeats, **cv))
+            if result is not None:
+                report.learnability[scope] = result
+    if not report.comparison:
+        raise ValueError(f"too little to cross-validate: {'; '.join(report.notes)}")
     return report
+
+
+def _scope_folds(report: Report, scope: str, part: PredictionTable, n_splits: int) -> int | None:
+    """The folds ``scope`` can use, noting when they are fewer than asked; None (noted) when
+    the scope cannot be cross-validated at all."""
+    rows, graphs = len(part.frame), int(part.frame["group"].nunique())
+    folds = feasible_folds(part, n_splits)
+    if folds < 2:
+        report.notes.append(f"{scope}: left out, {graphs} graph(s) in {rows} run(s); "
+                            "cross-validation needs at least 2 graphs and 4 runs")
+        return None
+    if np.ptp(part.y) == 0:
+        report.notes.append(f"{scope}: left out, {report.target} is the same for all {rows} runs")
+        return None
+    if folds < n_splits:
+        report.notes.append(f"{scope}: {folds} folds instead of {n_splits} "
+                            f"({graphs} graphs in {rows} runs)")
+    return folds
+
+
+def _fitted_models(
+    report: Report, scope: str, part: PredictionTable, models: Sequence[str], *, n_splits: int,
+    n_repeats: int, seed: int, n_jobs: int | None,
+) -> list[CVResult]:
+    """Cross-validate every model on the same splits; a model that cannot fit them (k-NN with
+    fewer training rows than neighbours) is left out with a note."""
+    splits = grouped_splits(part.groups, n_splits, n_repeats, seed)
+    results = []
+    for model in models:
+        result = _attempt(report, f"{scope}: left out {model}", lambda: cross_validate(
+            part, model, splits=splits, seed=seed, scope=scope, n_jobs=n_jobs))
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def _attempt(report: Report, what: str, compute: Callable[[], T]) -> T | None:
+    """``compute()``, or None with a note ``what: <reason>`` when it raises ``ValueError``
+    (scikit-learn's word for data too small for a model)."""
+    try:
+        return compute()
+    except ValueError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        report.notes.append(f"{what} ({reason})")
+        return None
 
 
 # --------------------------------------------------------------------------- markdown
@@ -154,16 +231,18 @@ def _comparison_section(report: Report) -> list[str]:
     lines = ["## R² by model (repeated grouped CV, mean ± std over folds)", ""]
     lines += _markdown_table(
         ["model", *scope_names],
-        [[m, *(_cell(by_key[s, m], "r2") for s in scope_names)] for m in models],
+        [[m, *(_cell(by_key[s, m], "r2") if (s, m) in by_key else "left out" for s in scope_names)]
+         for m in models],
     )
     for scope in scope_names:
         size = report.sizes[scope]
-        lines += [f"### {scope}: {size['rows']} runs, {size['groups']} graphs; "
-                  f"best model `{report.best[scope]}`", ""]
+        folds = report.folds.get(scope)
+        lines += [f"### {scope}: {size['rows']} runs, {size['groups']} graphs"
+                  f"{f', {folds} folds' if folds else ''}; best model `{report.best[scope]}`", ""]
         lines += _ceiling_lines(report.ceilings.get(scope))
         lines += _markdown_table(
             ["model", *METRICS],
-            [[m, *(_cell(by_key[scope, m], k) for k in METRICS)] for m in models],
+            [[m, *(_cell(by_key[scope, m], k) for k in METRICS)] for m in models if (scope, m) in by_key],
         )
     return lines
 
@@ -228,6 +307,12 @@ def _learnability_section(report: Report) -> list[str]:
     ]
 
 
+def _notes_section(report: Report) -> list[str]:
+    if not report.notes:
+        return []
+    return ["## Notes", "", *(f"- {note}" for note in report.notes), ""]
+
+
 def markdown_body(report: Report, heading_level: int = 2) -> list[str]:
     """The report's sections as markdown lines, their headings starting at ``heading_level``
     (so another document can nest them)."""
@@ -235,6 +320,7 @@ def markdown_body(report: Report, heading_level: int = 2) -> list[str]:
         f"{len(report.features)} features: {', '.join(report.features)}.", "",
         "Cross-validation is grouped by graph: runs of one graph never sit in both the "
         "training and the test folds.", "",
+        *_notes_section(report),
         *_comparison_section(report),
         *_study_section(report),
         *_importance_section(report),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -100,6 +102,8 @@ def _check_format(connection: sqlite3.Connection, path: Path) -> bool:
     try:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError) or "malformed" in str(error):
+            raise store_error(path, error) from None
         raise StoreError(f"{path} is not a graphprior results store ({error})") from None
     if not tables:
         return False
@@ -115,29 +119,85 @@ def _check_format(connection: sqlite3.Connection, path: Path) -> bool:
     return True
 
 
+def store_error(path: Path, error: sqlite3.Error | OSError) -> StoreError:
+    """One line for a store that cannot be opened, read or written: what and what to do."""
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if "malformed" in detail:
+        return StoreError(f"{path} is damaged ({detail}): recover it with `sqlite3 {path} .recover`, "
+                          "or run the sweep into a new --store")
+    if "readonly" in detail or "read-only" in detail or isinstance(error, PermissionError):
+        return StoreError(f"{path} cannot be written ({detail}): make it and its folder writable, "
+                          "or choose another --store")
+    if "locked" in detail:
+        return StoreError(f"{path} is locked by another process ({detail}): wait for it and retry")
+    return StoreError(f"{path} cannot be opened ({detail}): check that its folder exists and is "
+                      "writable, or choose another --store")
+
+
+@contextmanager
+def store_errors(path: str | Path) -> Iterator[None]:
+    """Turn SQLite's and the filesystem's errors on the store at ``path`` into :func:`store_error`."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as error:
+        raise store_error(Path(path), error) from error
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to ``path``; a read-only one reads a store on a read-only filesystem too
+    (``mode=ro``, else ``immutable=1`` where SQLite cannot make its shared-memory file)."""
+    if not readonly:
+        return sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+    try:
+        connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        connection.close()
+        return sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+    except sqlite3.DatabaseError:
+        pass  # not an SQLite file at all: _check_format says so
+    return connection
+
+
 class ResultsStore:
     """A results store file, opened for reading and (by the sweep driver) writing.
 
     ``ResultsStore(path)`` creates the file (and its folder) when it does not exist
-    (``create=False`` raises instead). Use as a context manager or call :meth:`close`.
+    (``create=False`` raises instead); ``readonly=True`` opens an existing store for reading
+    only, wherever it lies. Every failure to open it is a :class:`StoreError` of one line.
+    Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.exists() and not create:
+        if not self.path.exists() and (not create or readonly):
             raise StoreError(f"{self.path}: no such results store")
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a results store file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        with store_errors(self.path):
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = _connect(self.path, readonly)
         try:
-            if not _check_format(self._connection, self.path):
-                if not create:
-                    raise StoreError(f"{self.path}: an empty file, not a results store")
-                self._initialise()
+            with store_errors(self.path):
+                if not _check_format(self._connection, self.path):
+                    if not create or readonly:
+                        raise StoreError(f"{self.path}: an empty file, not a results store")
+                    self._initialise()
         except BaseException:
             self._connection.close()
             raise
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` unless a record could be written now (a sweep asks before
+        training, not after its first run)."""
+        with store_errors(self.path):
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                self._connection.execute("UPDATE meta SET value = value WHERE key = 'format'")
+            finally:
+                self._connection.execute("ROLLBACK")
 
     def _initialise(self) -> None:
         connection = self._connection
@@ -222,7 +282,7 @@ class _Transaction:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """The flat results table of a store: one row per run (``graphprior.table.flat_row``)."""
-    with ResultsStore(path, create=False) as store:
+    with ResultsStore(path, create=False, readonly=True) as store, store_errors(path):
         return table_frame(store.records())
 
 

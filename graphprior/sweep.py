@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from graphprior.executors import Executor, make_executor
 from graphprior.spec import RunConfig, SweepSpec, TaskSpec, data_file_digest, expand, sample_runs, validate_spec
-from graphprior.store import ResultsStore, RunRecord
+from graphprior.store import ResultsStore, RunRecord, store_errors
 
 RunFn = Callable[[RunConfig], RunRecord]
 _REASON_CHARS = 500
@@ -383,13 +383,17 @@ def store_runs(runs: Sequence[RunConfig], store: str | Path, group_fn: Callable[
     a progress bar named ``name``."""
     start = time.perf_counter()
     with ResultsStore(store) as results:
-        todo = pending_runs(runs, results.statuses(), retry_failed)
+        with store_errors(store):
+            todo = pending_runs(runs, results.statuses(), retry_failed)
+            if todo:
+                results.check_writable()
         counts = {"done": 0, "failed": 0}
         bar = tqdm(total=len(todo), unit="run", desc=name, disable=not progress, dynamic_ncols=True)
         with bar:
             for records in executor.map_unordered(group_fn, group_runs(todo, group_size)):
                 for record in records:
-                    results.add(record)
+                    with store_errors(store):
+                        results.add(record)
                     counts[record.status] += 1
                 bar.set_postfix(counts, refresh=False)
                 bar.update(len(records))

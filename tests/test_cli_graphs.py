@@ -81,3 +81,21 @@ def test_features_names_a_file_that_is_no_graph(tmp_path):
     for name in ("empty.txt", "broken.graphml"):
         result = CliRunner().invoke(main, ["features", str(tmp_path / name), "-o", str(tmp_path / "f.csv")])
         assert result.exit_code == 2 and name in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("text, line", [("a b c\nx\n", "line 1: expected an edge 'u v'"),
+                                         ("0 1\n1\n", "line 2: expected an edge 'u v'")])
+def test_features_refuses_a_malformed_edge_list(tmp_path, text, line):
+    (tmp_path / "bad.edges").write_text(text)
+    result = CliRunner().invoke(main, ["features", str(tmp_path / "bad.edges"), "-o", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2 and line in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_an_edge_list_error_names_the_file(tmp_path):
+    import igraph
+
+    from graphprior.generators import save_graph
+
+    with pytest.raises(ValueError, match=r"lonely.edges: an edge list cannot hold the 1 isolated node"):
+        save_graph(igraph.Graph(n=3, edges=[(0, 1)]), tmp_path / "lonely.edges")

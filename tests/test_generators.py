@@ -387,3 +387,32 @@ def test_fingerprint_ignores_edge_order_and_direction_of_undirected_edges(n, p, 
     if edges:
         assert graph_fingerprint(igraph.Graph(n=n, edges=edges, directed=True)) != graph_fingerprint(g)
         assert graph_fingerprint(igraph.Graph(n=n, edges=edges[1:])) != graph_fingerprint(g)
+
+
+def test_every_generator_has_its_parameter_check_with_the_same_parameters():
+    import inspect
+
+    import graphprior.generators as G
+
+    assert set(G.PARAMETER_CHECKS) == set(G.GENERATORS)
+    for name, function in G.GENERATORS.items():
+        takes = [p for p in inspect.signature(function).parameters if p != "seed"]
+        assert list(inspect.signature(G.PARAMETER_CHECKS[name]).parameters) == takes, name
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("watts_strogatz", {"n": 16, "k": 4, "p": 1.5}),
+    ("watts_strogatz", {"n": 10, "k": 20, "p": 0.1}),
+    ("erdos_renyi_gnp", {"n": 0, "p": 0.1}),
+    ("random_regular", {"n": 5, "d": 3}),
+    ("barabasi_albert", {"n": 10, "m": 2, "mode": 1}),
+])
+def test_check_parameters_raises_what_generate_raises_without_drawing(name, params):
+    import graphprior.generators as G
+
+    with pytest.raises(ValueError) as drawn:
+        G.generate(name, seed=0, **params)
+    with pytest.raises(ValueError) as checked:
+        G.check_parameters(name, **params)
+    assert str(checked.value) == str(drawn.value)
+    G.check_parameters("erdos_renyi_gnp", n=100_000_000, p=0.5)  # checks only: instant, no memory

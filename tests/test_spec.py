@@ -92,6 +92,30 @@ def test_generator_errors_name_the_parameter(generator, message):
     assert error_of(spec(generators=[generator])).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("generator", "message"),
+    [
+        ({"name": "watts_strogatz", "params": {"n": 16, "k": 4, "p": [0.1, 1.5]}},
+         "generators[0].params: p must be a number in [0.0, 1.0], got 1.5 (in watts_strogatz with "
+         "n=16, k=4, p=1.5)"),
+        ({"name": "watts_strogatz", "params": {"n": 10, "k": 20, "p": 0.1}},
+         "generators[0].params: k must be an integer in [2, 9], got 20"),
+        ({"name": "barabasi_albert", "params": {"n": 0, "m": 1}},
+         "generators[0].params: n must be an integer >= 2, got 0"),
+        ({"name": "watts_strogatz", "params": {"n": [10, 40], "k": {"div": ["n", 2]}, "p": 0.1}},
+         "generators[0].params: k must be even and in [2, n) (here n = 10), got 5 (in watts_strogatz with n=10"),
+    ],
+)
+def test_generator_values_are_checked_by_the_generator_before_training(generator, message):
+    assert error_of(spec(generators=[generator])).startswith(message)
+
+
+def test_sampled_generator_values_are_checked_before_training():
+    data = spec(sampling="random", n_samples=20, generators=[
+        {"name": "erdos_renyi_gnp", "params": {"n": 8, "p": {"uniform": [0.5, 1.5]}}}])
+    assert error_of(data).startswith("generators[0].params: p must be a number in [0.0, 1.0], got 1.")
+
+
 def test_toml_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[generators]]\nname = "watts_strogatz"\nparams = { n = 8, k = 2, p = 0.5 }\n[train]\nepochs = -1\n')
@@ -148,8 +172,12 @@ def test_derived_expressions(n, a, b):
     # `d` is not a parameter of erdos_renyi_gnm: the spec names it
     assert error_of(data).startswith("generators[0].params.d: unknown parameter of erdos_renyi_gnm")
     data["generators"][0]["params"] = {"n": n, "m": {"sub": ["n", {"max": [{"div": ["n", a]}, b]}]}}
+    m = n - max(n // a, b)
+    if not 0 <= m <= n * (n - 1) // 2:  # the generator's own check, before any training
+        assert error_of(data).startswith(f"generators[0].params: m must be an integer in [0, {n * (n - 1) // 2}]")
+        return
     (run,) = expand(data)
-    assert run.params == {"n": n, "m": n - max(n // a, b)}
+    assert run.params == {"n": n, "m": m}
 
 
 def test_run_ids_are_stable_across_key_order():

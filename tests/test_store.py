@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sqlite3
 import threading
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphprior.store import SCHEMA_VERSION, ResultsStore, RunRecord, StoreError, export_table, read_table
+from graphprior.store import (SCHEMA_VERSION, ResultsStore, RunRecord, StoreError, export_table, read_table,
+                              store_errors)
 
 
 def record(i: int, status: str = "done", **changes) -> RunRecord:
@@ -156,16 +158,17 @@ def test_a_record_without_a_graph_round_trips_through_the_not_null_column(tmp_pa
 
 def test_a_failed_run_records_its_graphs_fingerprint_or_none_when_it_has_no_graph(tmp_path):
     from graphprior.generators import generate, graph_fingerprint
-    from graphprior.spec import expand
+    from graphprior.spec import RunConfig, expand
     from graphprior.sweep import guarded
 
     def boom(config):
         raise RuntimeError("boom")
 
     spec = {"name": "fails", "tasks": [{"kind": "classify", "size": 40}], "model": {"cells": ["gru"]},
-            "generators": [{"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.5}},
-                           {"name": "watts_strogatz", "params": {"n": 6, "k": 3, "p": 0.5}}]}  # k odd: no graph
-    drawn, undrawable = expand(spec)
+            "generators": [{"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.5}}]}
+    (drawn,) = expand(spec)
+    # k odd: no graph (a spec refuses it; a config made by hand reaches the generator)
+    undrawable = RunConfig.model_validate({**drawn.model_dump(), "params": {"n": 6, "k": 3, "p": 0.5}})
     records = [guarded(boom, config) for config in (drawn, undrawable)]
     assert [r.status for r in records] == ["failed", "failed"]
     expected = graph_fingerprint(generate("watts_strogatz", n=6, k=2, p=0.5, seed=drawn.graph_seed))
@@ -174,3 +177,80 @@ def test_a_failed_run_records_its_graphs_fingerprint_or_none_when_it_has_no_grap
         for r in records:
             store.add(r)
         assert sorted(store.records(), key=lambda r: r.run_id) == sorted(records, key=lambda r: r.run_id)
+
+
+# --------------------------------------------------------------------------- filesystem faults (issue 19)
+
+def _stored(path, n: int = 40):
+    with ResultsStore(path) as store:
+        for i in range(n):
+            store.add(record(i, history=[{"epoch": e, "test_acc": 0.5} for e in range(50)]))
+    return path
+
+
+def _damage(path) -> None:
+    """Overwrite the start of every data page after the first two (the schema stays readable)."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for offset in range(2 * page, len(data), page):
+        data[offset:offset + 64] = b"\x07" * 64
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_store_is_one_line_saying_so(tmp_path):
+    path = _stored(tmp_path / "r.db")
+    _damage(path)
+    with pytest.raises(StoreError, match=r"r.db is damaged \(database disk image is malformed\): recover it"):
+        read_table(path)
+    with pytest.raises(StoreError, match="is damaged"):
+        with ResultsStore(path) as store, store_errors(path):
+            store.statuses()
+
+
+def test_a_store_where_no_folder_can_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match=r"file/r.db cannot be opened \(.*\): check that its folder"):
+        ResultsStore(tmp_path / "file" / "r.db")
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make paths immutable (chattr +i, which binds root too); undone after the test."""
+    made = []
+
+    def make(path):
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        made.append(path)
+        return path
+
+    yield make
+    for path in reversed(made):
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_a_store_on_a_read_only_folder_is_read_read_only(tmp_path, immutable):
+    folder = tmp_path / "ro"
+    path = _stored(folder / "r.db", n=4)
+    immutable(folder)  # no -wal/-shm file can be made beside it, as on a read-only filesystem
+    assert len(read_table(path)) == 4
+    with ResultsStore(path, readonly=True) as store:
+        assert store.counts()["done"] == 4
+
+
+def test_an_immutable_store_with_pending_runs_is_refused_before_training(tmp_path, immutable):
+    from graphprior.executors import SerialExecutor
+    from graphprior.spec import expand, load_preset
+    from graphprior.sweep import store_runs
+
+    path = immutable(_stored(tmp_path / "r.db", n=2))
+    trained = []
+
+    def train(group):
+        trained.extend(group)
+        return []
+
+    runs = expand(load_preset("quick"))[:3]
+    with pytest.raises(StoreError, match=r"r.db cannot be written \(attempt to write a readonly database\)"):
+        store_runs(runs, path, train, SerialExecutor(), progress=False)
+    assert trained == []

@@ -35,8 +35,8 @@ def tiny_spec(**changes) -> dict:
         "name": "tiny",
         "generators": [
             {"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": [0.0, 0.5]}},
-            # k must be even: this graph cannot be drawn, so its runs fail
-            {"name": "watts_strogatz", "params": {"n": 6, "k": 3, "p": 0.5}},
+            # valid values, but this seed's one try is disconnected: no graph, so its runs fail
+            {"name": "connected_watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.85, "tries": 1}},
         ],
         "model": {"cells": ["rnn_tanh", "gru"]},
         "tasks": [TINY_TASK],
@@ -68,7 +68,8 @@ def test_tiny_sweep_end_to_end_with_two_workers(tmp_path):
     assert done.test_acc.between(0, 1).all() and (done.epoch == 1).all()
     assert {"test_loss", "train_loss"} <= set(table.columns)
     failed = table[table.status == "failed"]
-    assert set(failed.k) == {3} and failed.reason.str.startswith("ValueError: k must be even").all()
+    assert set(failed.generator) == {"connected_watts_strogatz"}
+    assert failed.reason.str.startswith("RuntimeError: no connected Watts–Strogatz graph").all()
     with ResultsStore(store) as results:
         records = {r.run_id: r for r in results.records()}
     some = next(r for r in records.values() if r.status == "done")
@@ -248,10 +249,10 @@ def test_ensemble_group_trainer_matches_runs_one_by_one(engine):
     together = run_ensemble(configs, engine=engine)
     assert [r.run_id for r in together] == [c.run_id for c in configs]
     for config, record in zip(configs, together):
-        alone = run_one(config) if config.params["k"] == 2 else guarded(run_one, config)
+        alone = run_one(config) if config.generator == "watts_strogatz" else guarded(run_one, config)
         assert (record.status, record.reason) == (alone.status, alone.reason)
         if record.status != "done":
-            assert record.reason.startswith("ValueError: k must be even")
+            assert record.reason.startswith("RuntimeError: no connected Watts–Strogatz graph")
             continue
         assert record.features == pytest.approx(alone.features, nan_ok=True)
         for key, value in alone.metrics.items():
@@ -292,7 +293,7 @@ def test_a_run_failing_after_training_fails_alone_in_an_ensemble(monkeypatch):
     run_group, never the whole group's."""
     import graphprior.sweep as sweep
 
-    configs = [c for c in expand(tiny_spec()) if c.params["k"] == 2 and c.cell == "gru"]
+    configs = [c for c in expand(tiny_spec()) if c.generator == "watts_strogatz" and c.cell == "gru"]
     bad_edges = sweep.prior_graphs(configs[0])[0].get_edgelist()
     assert sweep.prior_graphs(configs[1])[0].get_edgelist() != bad_edges
     real = sweep.structural_features

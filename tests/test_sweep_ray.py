@@ -24,7 +24,8 @@ def test_tiny_sweep_through_ray(local_ray, tmp_path):
         "name": "ray",
         "generators": [
             {"name": "watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.3}},
-            {"name": "watts_strogatz", "params": {"n": 6, "k": 3, "p": 0.3}},  # odd k: fails
+            # valid values, but this seed's one try is disconnected: fails
+            {"name": "connected_watts_strogatz", "params": {"n": 6, "k": 2, "p": 0.85, "tries": 1}},
         ],
         "model": {"cells": ["lstm"]},
         "tasks": [{"size": 100}],
@@ -34,8 +35,8 @@ def test_tiny_sweep_through_ray(local_ray, tmp_path):
     summary = run_sweep(spec, store, backend="ray", progress=False)
     assert (summary.done, summary.failed) == (1, 1)
     assert local_ray.is_initialized()  # a Ray instance the caller started is left running
-    table = read_table(store).set_index("k")
-    assert 0 <= table.loc[2, "test_acc"] <= 1 and table.loc[2, "status"] == "done"
-    assert table.loc[3, "reason"].startswith("ValueError: k must be even")
+    table = read_table(store).set_index("generator")
+    assert 0 <= table.loc["watts_strogatz", "test_acc"] <= 1 and table.loc["watts_strogatz", "status"] == "done"
+    assert table.loc["connected_watts_strogatz", "reason"].startswith("RuntimeError: no connected")
     again = run_sweep(spec, store, backend="ray", progress=False)
     assert (again.skipped, again.done, again.failed) == (2, 0, 0)

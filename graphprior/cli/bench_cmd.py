@@ -8,7 +8,8 @@ import click
 
 from graphprior.executors import BACKENDS, ExecutionError
 from graphprior.spec import SpecError, SweepSpec, expand, load_preset, load_spec, sample_runs
-from graphprior.store import ResultsStore, StoreError, export_table
+from graphprior.cli.errors import writing
+from graphprior.store import ResultsStore, StoreError, export_table, store_errors
 
 _USER_ERRORS = (SpecError, StoreError, ExecutionError, ValueError)
 _STORE = click.Path(dir_okay=False, path_type=Path)
@@ -80,7 +81,7 @@ def status(store: Path, spec_file: Path | None, preset: str | None, limit: int |
     if limit is not None and not (spec_file or preset):
         raise click.UsageError("--limit counts pending runs of a spec: give --spec or --preset too")
     try:
-        with ResultsStore(store, create=False) as results:
+        with ResultsStore(store, readonly=True) as results, store_errors(store):
             counts, seconds, stored = results.counts(), results.mean_seconds(), results.statuses()
     except StoreError as error:
         raise click.ClickException(str(error)) from None
@@ -100,7 +101,8 @@ def status(store: Path, spec_file: Path | None, preset: str | None, limit: int |
 def table(store: Path, output: Path) -> None:
     """Write the flat results table of STORE (one row per run: config, features, metrics)."""
     try:
-        frame = export_table(store, output)
+        with writing(output):
+            frame = export_table(store, output)
     except _USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {len(frame)} runs x {frame.shape[1]} columns to {output}")

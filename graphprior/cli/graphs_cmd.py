@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from graphprior.cli.errors import writing
 from graphprior.features import feature_table
 from graphprior.generators import GENERATORS, generate as generate_graph, load_graph, save_graph
 from graphprior.table import check_table_path, write_table
@@ -50,13 +51,15 @@ def generate(name: str, n: int | None, k: float | None, m: int | None, p: float 
     if "k" in options and float(options["k"]).is_integer() and name != "ws_flex":
         options["k"] = int(options["k"])
     options.update(_parse_params(params))
-    output.parent.mkdir(parents=True, exist_ok=True)
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
     for index in range(count):
         try:
             graph = generate_graph(name, seed=seed + index, **options)
         except (ValueError, RuntimeError) as error:
             raise click.UsageError(str(error)) from error
-        path = save_graph(graph, _numbered(output, index, count))
+        with writing(_numbered(output, index, count)):
+            path = save_graph(graph, _numbered(output, index, count))
         degrees = graph.degree()
         click.echo(
             f"{name} (seed {seed + index}): {graph.vcount()} nodes, {graph.ecount()} edges, "
@@ -80,9 +83,12 @@ def features(graphs: tuple[Path, ...], output: Path, directed: bool, small_world
         check_table_path(output)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="-o") from None
+    with writing(output):  # a folder that cannot be made fails now, not after the features
+        output.parent.mkdir(parents=True, exist_ok=True)
     table = feature_table([_read(path, directed) for path in graphs], progress=True, small_world=small_world, seed=seed)
     table.insert(0, "graph", [str(path) for path in graphs])
-    write_table(table, output)
+    with writing(output):
+        write_table(table, output)
     click.echo(f"{len(table)} graphs x {table.shape[1] - 1} features -> {output}")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from graphprior import hs_benchmark as hs
 from reber.grammar import GRAMMARS, get_grammar
+from graphprior.cli.errors import writing
 from reber.tasks import classification_strings, next_symbol_data, write_csv
 
 T = TypeVar("T")
@@ -109,10 +110,13 @@ def dataset(task: str, negatives: str | None, grammar: str | None, n: int | None
         train = (train_set.strings, np.ones(len(train_set), int))
         test = (test_set.strings, np.ones(len(test_set), int))
     if test_output is None:
-        write_csv(output, train[0] + test[0], np.r_[train[1], test[1]])
+        with writing(output):
+            write_csv(output, train[0] + test[0], np.r_[train[1], test[1]])
     else:
-        write_csv(output, *train)
-        write_csv(test_output, *test)
+        with writing(output):
+            write_csv(output, *train)
+        with writing(test_output, "--test-output"):
+            write_csv(test_output, *test)
     click.echo(f"wrote {len(train[0])} training and {len(test[0])} test strings", err=True)
 
 
