@@ -15,7 +15,9 @@ Needs a CUDA device (skips with a message otherwise) and only torch, numpy and `
    ``STACK_SIZES``, wall seconds, and the largest difference between the two runs' final
    metrics (they must agree to float tolerance);
 4. **correctness**: after a CUDA ``fit`` with a hook, masked weights are exactly zero and
-   the hook's records are in the history.
+   the hook's records are in the history; **training** (``--part training``): pruning and
+   retraining, SET, RigL and DNW, and stateful streams on CUDA keep the properties their
+   CPU tests check (zeros stay zero, constant density, carried state = whole stream).
 
     python -m benchmarks.bench_cuda            # about a minute on an H200
     python -m benchmarks.bench_cuda --part stack
@@ -183,17 +185,64 @@ def correctness_part() -> list[str]:
             f"masked weights exactly zero: {zero}, hook records in every epoch: {recorded}"]
 
 
+def new_training_part() -> list[str]:
+    """Pruning, sparse training and stateful streams on CUDA: the properties their tests
+    check on a CPU, checked again on the device."""
+    from reber.tasks import stream_data
+    from rnn_models.dynamic import DNW, SET, RigL, Schedule
+    from rnn_models.pruning import prune
+    from rnn_models.train import predict
+
+    train, test = next_symbol_data("embedded", n_train=256, n_test=128, seed=2)
+    config = TrainConfig(epochs=2, batch_size=32, device="cuda", lr=0.01, weight_decay=0.01)
+    lines = []
+    torch.manual_seed(0)
+    model = NextSymbolModel(make_rnn("lstm", VOCAB, 32, batch_first=True), VOCAB).cuda()
+    fit(model, train, test, config)
+    prune(model, "blinded", 0.8)
+    mask = model.rnn.masks["weight_hh_l0"]
+    history = fit(model, train, test, config)
+    zero = bool((model.rnn.weight_hh_l0[~mask] == 0).all())
+    lines.append(f"- pruned 80 % (blinded) and retrained on CUDA with Adam + weight decay: status {history.status}, "
+                 f"pruned weights exactly zero: {zero}, hh density {float(mask.float().mean()):.3f}")
+    for hook in (SET(0.2, Schedule(update_every=4, drop_fraction=0.3, end_step=12)),
+                 RigL(0.2, Schedule(update_every=4, drop_fraction=0.3, end_step=12)), DNW(0.2)):
+        torch.manual_seed(1)
+        model = NextSymbolModel(make_rnn("gru", VOCAB, 32, batch_first=True), VOCAB)
+        history = fit(model, train, test, config, hooks=[hook])
+        density = [round(e["mask_density"], 4) for e in history.epochs]
+        masks = model.rnn.masks
+        zero = all(bool((getattr(model.rnn, n)[~m] == 0).all()) for n, m in masks.items())
+        lines.append(f"- {type(hook).__name__} on CUDA: status {history.status}, density per epoch {density}, "
+                     f"masked weights exactly zero: {zero}, test_acc {history.final['test_acc']:.3f}")
+    torch.manual_seed(2)
+    model = NextSymbolModel(make_rnn("lstm", VOCAB, 16, batch_first=True), VOCAB, stateful=True)
+    streams = stream_data(streams=4, windows=5, window=20, seed=3)
+    history = fit(model, streams, stream_data(streams=2, windows=5, window=20, seed=4), config)
+    logits = predict(model, streams, device="cuda")
+    whole = torch.stack([torch.cat([streams.inputs[w * 4 + s] for w in range(5)]) for s in range(4)]).cuda()
+    model.stateful = False
+    with torch.no_grad():
+        expected = model.eval()(whole, torch.full((4,), 100, device="cuda"))
+    carried = torch.stack([torch.cat([logits[w * 4 + s] for w in range(5)]) for s in range(4)])
+    error = float((carried - expected).abs().max())
+    lines.append(f"- stateful LSTM on CUDA streams: status {history.status}, carried state vs whole stream "
+                 f"max |difference| {error:.2e}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dags", type=int, default=8)
-    parser.add_argument("--part", choices=("all", "stack"), default="all")
+    parser.add_argument("--part", choices=("all", "stack", "training"), default="all")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
-    parts = {"correctness": correctness_part, "masked / dense": lambda: masked_part(args.repeats),
+    parts = {"correctness": correctness_part, "training": new_training_part,
+             "masked / dense": lambda: masked_part(args.repeats),
              "layered": lambda: layered_part(args.dags, args.repeats), "stack": lambda: stack_part(STACK_SIZES)}
     for title, part in parts.items():
         if args.part != "all" and title != args.part:
