@@ -1,17 +1,20 @@
-"""Read-out heads and one training loop for sequence classification and next-symbol prediction.
+"""Read-out heads and THE training loop for sequence classification and next-symbol prediction.
 
-``fit`` trains any model built from a recurrent module and a head on any data object with
-the ``EncodedDataset`` tensor attributes (``task``, ``inputs``, ``lengths``, ``targets``,
-``weights``; see docs/architecture.md). Tensors are moved to the device once; batches are
-bucketed by length and trimmed to their longest sequence, so no time is spent on padding.
+``fit`` trains any model built from a recurrent module and a head (or a list of them, one
+by one or as one stack) on any data object with the ``EncodedDataset`` tensor attributes
+(``task``, ``inputs``, ``lengths``, ``targets``, ``weights``; see docs/architecture.md).
+Tensors are moved to the device once; batches are bucketed by length and trimmed to their
+longest sequence, so no time is spent on padding; parallel streams are read window by
+window with the state carried. Whatever happens at a point of training (re-masking,
+pruning, sparse-training updates, measurements, stopping rules) is a ``Hook`` on this loop.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
