@@ -430,8 +430,13 @@ class RigL(_DropAndGrow):
                 holder.gradient_tap = functools.partial(self._tap, holder)
 
     def _tap(self, holder: nn.Module, weight: str, grad: torch.Tensor) -> None:
+        """Keep the dense gradient of a weight this hook manages (a holder may mask others
+        too, e.g. a LayeredRNN's input blocks when only ``weights="hh"`` is managed)."""
+        managed = self._by_weight().get((holder, weight))
+        if managed is None:
+            return
         self._gradients[(id(holder), weight)] = grad.detach()
-        self._count_dense(sum(m.inactive_entries() for m in self._by_weight()[(holder, weight)]))
+        self._count_dense(sum(m.inactive_entries() for m in managed))
 
     def before_step(self, state: TrainState) -> None:
         """Remove the taps once the backward pass is done."""

@@ -92,6 +92,19 @@ class MaskedLinear(nn.Linear):
         if hasattr(self, "_mask_cache"):  # not yet during nn.Linear's constructor
             self.apply_masks()
 
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the cached 0/1 mask (rebuilt on demand)."""
+        state = super().__getstate__()
+        state["_mask_cache"], state["_hooked"] = {}, False
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling and deepcopy drop tensor hooks: put the gradient mask back."""
+        super().__setstate__(state)
+        if _MASK in self._buffers:
+            self.weight.register_hook(GradientMask(self, _WEIGHT))
+            self._hooked = True
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         """Load a mask too: one in ``state_dict`` replaces ours (also when we had none); one

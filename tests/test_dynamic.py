@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -454,3 +455,19 @@ def test_bad_arguments_are_named():
     state = TrainState([a, b], a, torch.optim.SGD(a.parameters(), lr=0.1), TrainConfig())
     with pytest.raises(ValueError, match="engine='separate'"):
         DNW(0.5).on_train_begin(state)
+
+
+def test_rigl_managing_hh_only_ignores_the_other_masked_weights_of_its_holders():
+    """A LayeredRNN's blocks mask their input weights too; RigL on ``weights="hh"`` taps only
+    what it manages (this used to be a KeyError)."""
+    from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
+
+    structure = LayeredStructure((3, 2), (LayerConnection(0, 1, torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.bool)),))
+    torch.manual_seed(0)
+    model = SequenceClassifier(LayeredRNN(structure, 4, cell="gru", batch_first=True))
+    g = torch.Generator().manual_seed(0)
+    data = SimpleNamespace(task="classify", inputs=torch.randn(16, 5, 4, generator=g), lengths=torch.full((16,), 5),
+                           targets=(torch.rand(16, generator=g) < 0.5).float(), weights=None)
+    hook = RigL(0.5, Schedule(update_every=1, drop_fraction=0.3, end_step=4), weights="hh")
+    history = fit(model, data, data, TrainConfig(epochs=2, batch_size=8), hooks=[hook])
+    assert history.status == "done" and hook.dense_gradient_passes > 0

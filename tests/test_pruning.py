@@ -400,3 +400,15 @@ def test_a_masked_linear_loads_the_mask_of_a_state_dict_it_did_not_have():
     plain = MaskedLinear(4, 3)
     plain.load_state_dict(torch.nn.Linear(4, 3).state_dict())  # a dense state dict keeps "no mask"
     assert plain.masks == {}
+
+
+def test_a_copied_masked_linear_still_masks_its_gradients():
+    import copy
+    import pickle
+
+    from rnn_models.mlp import MaskedLinear
+
+    mask = torch.rand(3, 4, generator=torch.Generator().manual_seed(1)) < 0.5
+    for clone in (copy.deepcopy(MaskedLinear(4, 3, mask=mask)), pickle.loads(pickle.dumps(MaskedLinear(4, 3, mask=mask)))):
+        clone(torch.randn(2, 4)).sum().backward()
+        assert bool((clone.weight.grad[~mask] == 0).all()) and bool((clone.weight.grad[mask] != 0).any())
