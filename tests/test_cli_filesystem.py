@@ -63,3 +63,17 @@ def test_status_reads_a_store_read_only(store):
         assert results.counts()["done"] == 4
     result = CliRunner().invoke(main, ["bench", "status", str(store)])
     assert result.exit_code == 0 and "4 done, 0 failed" in result.output
+
+
+def test_the_demo_and_the_hs_benchmark_refuse_an_unwritable_output_before_any_training(blocked):
+    runner = CliRunner()
+    one_line_error(runner.invoke(main, ["demo", "--out", str(blocked / "out"), "--quiet"]), "--out", str(blocked))
+    one_line_error(runner.invoke(main, ["reber", "benchmark", "--trials", "1", "--cells", "lstm", "--quiet",
+                                        "-o", str(blocked / "hs")]), "-o/--output")
+
+
+def test_the_hs_benchmark_says_when_the_hidden_size_cannot_hold_a_prior():
+    result = CliRunner().invoke(main, ["reber", "benchmark", "--trials", "1", "--cells", "lstm", "--priors",
+                                       "watts_strogatz", "--hidden-size", "2", "--quiet"])
+    assert result.exit_code == 2
+    assert "--hidden-size: 2 units cannot hold a watts_strogatz prior" in result.output

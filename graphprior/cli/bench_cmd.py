@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from graphprior.cli.errors import writing
 from graphprior.executors import BACKENDS, ExecutionError
 from graphprior.spec import SpecError, SweepSpec, expand, load_preset, load_spec, sample_runs
-from graphprior.cli.errors import writing
 from graphprior.store import ResultsStore, StoreError, export_table, store_errors
 
 _USER_ERRORS = (SpecError, StoreError, ExecutionError, ValueError)
@@ -135,15 +135,18 @@ def demo(out: Path, spec_file: Path | None, workers: int | None, quiet: bool) ->
     if len(spec.tasks) != 1:
         raise click.BadParameter(f"the demo predicts one task's accuracy; the spec has {len(spec.tasks)}",
                                  param_hint="--spec")
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out, "--out"):
+        out.mkdir(parents=True, exist_ok=True)  # before any training: a bad --out fails at once
     store = out / "results.db"
     _sweep(spec, store, workers=workers, group_size=GROUP_SIZE, progress=not quiet)
-    frame = export_table(store, out / "table.csv")
+    with writing(out, "--out"):
+        frame = export_table(store, out / "table.csv")
     try:
         result = analyse(spec, store, frame, progress=not quiet)
     except ValueError as error:
         raise click.ClickException(f"cannot predict from this sweep: {error}") from None
-    write_demo_report(result, out)
+    with writing(out, "--out"):
+        write_demo_report(result, out)
     numbers = result.headline()
     click.echo(f"structure predicts test accuracy: R² {numbers['r2']:.2f} ± {numbers['r2_std']:.2f} "
                f"(noise ceiling {numbers['ceiling']:.2f})")

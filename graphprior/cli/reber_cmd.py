@@ -12,8 +12,8 @@ import click
 import numpy as np
 
 from graphprior import hs_benchmark as hs
-from reber.grammar import GRAMMARS, get_grammar
 from graphprior.cli.errors import writing
+from reber.grammar import GRAMMARS, get_grammar
 from reber.tasks import classification_strings, next_symbol_data, write_csv
 
 T = TypeVar("T")
@@ -178,8 +178,17 @@ def benchmark(trials: int, first_seed: int, cells: str, priors: str, hidden_size
     protocol = _run_library(lambda: hs.Protocol(hidden_size=hidden_size, batch_size=batch_size,
                                                 optimizer=optimizer, lr=lr, budget=budget,
                                                 check_every=check_every))
-    specs = hs.trial_specs(_choices(cells, hs.CELLS, "--cells"), _choices(priors, hs.PRIORS, "--priors"),
-                           trials, protocol, first_seed)
+    chosen_priors = _choices(priors, hs.PRIORS, "--priors")
+    for prior in chosen_priors:  # a prior the hidden size cannot hold fails before any trial
+        try:
+            hs.prior_mask(prior, hidden_size, first_seed)
+        except ValueError as error:
+            raise click.BadParameter(f"{hidden_size} units cannot hold a {prior} prior ({error})",
+                                     param_hint="--hidden-size") from None
+    specs = hs.trial_specs(_choices(cells, hs.CELLS, "--cells"), chosen_priors, trials, protocol, first_seed)
+    if output is not None:
+        with writing(output):
+            output.mkdir(parents=True, exist_ok=True)  # before the trials: a bad -o fails at once
     done = []
     with tqdm(total=len(specs), unit="trial", desc="H&S benchmark", disable=quiet) as bar:
         for trial in hs.run_benchmark(specs, workers=workers):
@@ -189,9 +198,9 @@ def benchmark(trials: int, first_seed: int, cells: str, priors: str, hidden_size
     table = hs.summary_markdown(hs.summary(frame))
     click.echo(table)
     if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(output / "trials.csv", index=False)
-        (output / "summary.md").write_text(table + "\n", encoding="utf-8")
         curves = {model: group["sequences"].to_numpy() for model, group in frame.groupby("model", sort=False)}
-        sequences_to_solve(curves, budget=budget).savefig(output / "sequences.png", dpi=110)
+        with writing(output):
+            frame.to_csv(output / "trials.csv", index=False)
+            (output / "summary.md").write_text(table + "\n", encoding="utf-8")
+            sequences_to_solve(curves, budget=budget).savefig(output / "sequences.png", dpi=110)
         click.echo(f"wrote {output / 'trials.csv'}, {output / 'summary.md'}, {output / 'sequences.png'}", err=True)
