@@ -154,7 +154,11 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.OperationalError:
         connection.close()
-        return sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:  # immutable=1 would not read these records
+            raise StoreError(f"{path} has records not yet merged into it ({wal.name}) and its folder is read-only: "
+                             "open it once where the folder is writable (any graphprior command does)") from None
+        return sqlite3.connect(f"{uri}&immutable=1", uri=True, timeout=30.0, isolation_level=None)
     except sqlite3.DatabaseError:
         pass  # not an SQLite file at all: _check_format says so
     return connection

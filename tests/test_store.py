@@ -238,6 +238,28 @@ def test_a_store_on_a_read_only_folder_is_read_read_only(tmp_path, immutable):
         assert store.counts()["done"] == 4
 
 
+def test_a_read_only_store_with_unmerged_records_says_so_instead_of_losing_them(tmp_path, immutable):
+    """A sweep killed before SQLite merged its write-ahead log leaves records in ``-wal``;
+    read without it (``immutable=1``) they would be silently missing."""
+    import shutil
+    import sqlite3
+
+    source = _stored(tmp_path / "src" / "r.db", n=2)
+    writer = sqlite3.connect(source)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("INSERT INTO meta (key, value) VALUES ('note', 'unmerged')")  # a write that stays in the WAL
+    writer.commit()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copy(f"{source}{suffix}", folder / f"r.db{suffix}")
+    writer.close()
+    assert (folder / "r.db-wal").stat().st_size > 0
+    immutable(folder)
+    with pytest.raises(StoreError, match=r"has records not yet merged into it \(r.db-wal\)"):
+        ResultsStore(folder / "r.db", readonly=True)
+
+
 def test_an_immutable_store_with_pending_runs_is_refused_before_training(tmp_path, immutable):
     from graphprior.executors import SerialExecutor
     from graphprior.spec import expand, load_preset
