@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import functools
 import importlib.resources
+import tempfile
 import time
 import tomllib
 from collections.abc import Sequence
@@ -43,11 +44,30 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from graphprior.spec import RunConfig, SpecError, SweepSpec, _PathError, _Strict, expand, format_error, \
-    load_spec, preset_names, sample_runs, validate_spec
-from graphprior.store import RunRecord
-from graphprior.sweep import SweepSummary, _build_run, _failure, _outcome, _record, graph_id, store_runs, \
-    train_config
+from graphprior.spec import (
+    PathError,
+    RunConfig,
+    SpecError,
+    StrictModel,
+    SweepSpec,
+    expand,
+    format_error,
+    load_spec,
+    preset_names,
+    sample_runs,
+    validate_spec,
+)
+from graphprior.store import RunRecord, store_errors
+from graphprior.sweep import (
+    SweepSummary,
+    build_run,
+    failure_record,
+    graph_id,
+    make_record,
+    outcome,
+    store_runs,
+    train_config,
+)
 from rnn_models.pruning import SCHEMES, WEIGHTS
 
 CONTROLS = ("rewind", "reinit", "random_mask")
@@ -56,7 +76,7 @@ ROBUSTNESS_FRACTIONS = tuple(i / 10 for i in range(10))
 _LIST_FIELDS = ("schemes", "amounts", "weights", "controls")
 
 
-class PruneSettings(_Strict):
+class PruneSettings(StrictModel):
     """The ``[prune]`` table of a prune spec. ``schemes``, ``amounts``, ``weights`` and
     ``controls`` take one value or a list (grid axes); ``amounts`` are the fractions of the
     prunable weights pruned in all ``rounds``; ``retrain_epochs`` (default: the ``train``
@@ -86,11 +106,11 @@ class PruneSettings(_Strict):
     def _check_amounts(cls, amounts: tuple[float, ...]) -> tuple[float, ...]:
         for i, amount in enumerate(amounts):
             if not 0.0 < amount < 1.0:
-                raise _PathError((i,), f"must be a fraction in (0, 1), got {amount!r}")
+                raise PathError((i,), f"must be a fraction in (0, 1), got {amount!r}")
         return amounts
 
 
-class PruneRun(_Strict):
+class PruneRun(StrictModel):
     """The pruning settings of one run (part of its config and run id)."""
 
     scheme: Literal[SCHEMES]
@@ -290,7 +310,7 @@ def _train_base(config: PruneRunConfig) -> _Trained:
     from rnn_models.pruning import KeepWeights, accuracy
     from rnn_models.train import fit
 
-    built = _build_run(config)  # the base run's graphs, data and seeded model
+    built = build_run(config)  # the base run's graphs, data and seeded model
     if config.prune.readout:
         mask_readout(built.model)
     keep = KeepWeights(epochs=(0,))
@@ -343,7 +363,7 @@ def _prune_record(trained: _Trained, config: PruneRunConfig, model: Any, pruned_
     from rnn_models.pruning import robustness_curve
 
     prune, last = config.prune, histories[-1]
-    status, reason = _outcome(last)
+    status, reason = outcome(last)
     curve = robustness_curve(model, trained.built.test, ROBUSTNESS_FRACTIONS, weights=prune.weights,
                              readout=prune.readout, per_gate=prune.per_gate, device=config.train.device)
     metrics = {**last.final, "trained_acc": trained.accuracy, "pruned_acc": pruned_acc,
@@ -356,7 +376,7 @@ def _prune_record(trained: _Trained, config: PruneRunConfig, model: Any, pruned_
         from graphprior.weights import save_weights
 
         save_weights(weights_dir, config.run_id, {"init": trained.initial, "final": model.state_dict()})
-    return _record(config, status, reason, seconds=seconds, metrics=metrics, history=history,
+    return make_record(config, status, reason, seconds=seconds, metrics=metrics, history=history,
                    features=pruned_features(model), graph_id=graph_id(trained.built.graphs))
 
 
@@ -372,7 +392,7 @@ def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None) 
         try:
             pruned, rounds = _prune(trained, members[0])
         except Exception as error:  # noqa: BLE001 -- one setting's failure must not stop the others
-            records.update({c.run_id: _failure(c, error, time.perf_counter() - start) for c in members})
+            records.update({c.run_id: failure_record(c, error, time.perf_counter() - start) for c in members})
             continue
         prune_cpu = time.process_time() - cpu
         pruning = [trained.history] + [r.history for r in rounds]
@@ -389,7 +409,7 @@ def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None) 
                                                        histories, time.perf_counter() - start, cpu_seconds,
                                                        weights_dir)
             except Exception as error:  # noqa: BLE001
-                records[config.run_id] = _failure(config, error, time.perf_counter() - start)
+                records[config.run_id] = failure_record(config, error, time.perf_counter() - start)
     return records
 
 
@@ -403,7 +423,7 @@ def run_prune_group(configs: Sequence[PruneRunConfig], weights_dir: str | Path |
         records = _group_records(configs, folder)
     except Exception as error:  # noqa: BLE001 -- e.g. the base training itself fails
         seconds = time.perf_counter() - start
-        return [_failure(config, error, seconds) for config in configs]
+        return [failure_record(config, error, seconds) for config in configs]
     return [records[config.run_id] for config in configs]
 
 
@@ -420,6 +440,10 @@ def run_prune(spec: PruneSpec | dict[str, Any], store: str | Path, *, backend: s
     spec = validate_prune_spec(spec)
     runs = sample_runs(expand_prune(spec), limit, seed=spec.sweep.seed)
     folder = str(weights_dir(store)) if spec.prune.keep_weights else None
+    if folder is not None:
+        with store_errors(folder):  # an unwritable weights folder fails before any training
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tempfile.NamedTemporaryFile(dir=folder).close()
     executor = executor or make_executor(backend, workers=workers, address=address)
     group_size = max(len(runs), 1)  # a group is every run of one trained network (group_key)
     return store_runs(runs, store, functools.partial(run_prune_group, weights_dir=folder), executor,

@@ -62,8 +62,9 @@ class SpecError(ValueError):
     """A sweep spec is invalid; the message is one line naming the key path and what is allowed."""
 
 
-class _PathError(ValueError):
-    """A validation error located below the object whose validator raised it."""
+class PathError(ValueError):
+    """A validation error located below the object whose validator raised it (``path``):
+    what validators raise so that ``format_error`` names the exact key."""
 
     def __init__(self, path: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
@@ -229,11 +230,14 @@ ParamField = Annotated[ParamValue, PlainValidator(parse_param)]
 # ---------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every spec table: unknown keys, changes after validation and NaN/inf are
+    refused (prune specs build on it too)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class GeneratorSpec(_Strict):
+class GeneratorSpec(StrictModel):
     """One graph generator of ``graphprior.generators`` and its parameters."""
 
     name: str
@@ -245,7 +249,7 @@ class GeneratorSpec(_Strict):
             if isinstance(value, Derived):
                 unknown = value.names() - set(self.params)
                 if unknown:
-                    raise _PathError(
+                    raise PathError(
                         ("params", key),
                         f"refers to unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(self.params)}",
                     )
@@ -253,7 +257,7 @@ class GeneratorSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """How a graph becomes a recurrent network.
 
     ``recurrent``: the hidden size is the graph's node count and the graph masks the
@@ -281,7 +285,7 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _check_layered(self) -> "ModelSpec":
         if self.mapping == "layered" and self.orientation != "dag":
-            raise _PathError(("orientation",), "the layered mapping is the DAG by node order: use 'dag' or leave it out")
+            raise PathError(("orientation",), "the layered mapping is the DAG by node order: use 'dag' or leave it out")
         return self
 
 
@@ -294,7 +298,7 @@ _FILE_FIELDS = ("train_file", "test_file", "data_sha256")
 _FILE_FORMATS = {"classify": "the study's CSV (,string,valid)", "next_symbol": "one string of the grammar per line"}
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     """A Reber task of ``reber.tasks``; ``size`` strings in all (continual tasks: windows
     in all), ``test_fraction`` of them held out.
 
@@ -341,9 +345,9 @@ class TaskSpec(_Strict):
     def _check_stream_fields(self) -> "TaskSpec":
         for name in _STREAM_FIELDS:
             if self.kind != "continual" and getattr(self, name) is not None:
-                raise _PathError((name,), "is only for kind = \"continual\"")
+                raise PathError((name,), "is only for kind = \"continual\"")
         if self.kind == "continual" and self.stream_symbols % STREAM_EVAL_WINDOW:
-            raise _PathError(("stream_symbols",), f"must be a multiple of {STREAM_EVAL_WINDOW}, got {self.stream_symbols}")
+            raise PathError(("stream_symbols",), f"must be a multiple of {STREAM_EVAL_WINDOW}, got {self.stream_symbols}")
         return self
 
     @model_validator(mode="after")
@@ -351,15 +355,15 @@ class TaskSpec(_Strict):
         given = (self.train_file is not None, self.test_file is not None)
         if not any(given):
             if self.data_sha256 is not None:
-                raise _PathError(("data_sha256",), "is only for tasks with train_file and test_file")
+                raise PathError(("data_sha256",), "is only for tasks with train_file and test_file")
             return self
         if not all(given):
-            raise _PathError(("test_file" if given[0] else "train_file",), "is required with the other data file")
+            raise PathError(("test_file" if given[0] else "train_file",), "is required with the other data file")
         if self.kind not in _FILE_FORMATS:
-            raise _PathError(("train_file",), f"data files are for kinds {sorted(_FILE_FORMATS)}, not {self.kind!r}")
+            raise PathError(("train_file",), f"data files are for kinds {sorted(_FILE_FORMATS)}, not {self.kind!r}")
         digest = data_file_digest(self)
         if self.data_sha256 is not None and self.data_sha256 != digest:
-            raise _PathError(("data_sha256",), f"the files changed: their hash is now {digest}")
+            raise PathError(("data_sha256",), f"the files changed: their hash is now {digest}")
         object.__setattr__(self, "data_sha256", digest)
         return self
 
@@ -371,7 +375,7 @@ class TaskSpec(_Strict):
 
 def data_file_digest(task: "TaskSpec") -> str:
     """Check both data files of ``task`` (every row, ``reber.tasks``'s readers) and return
-    the SHA-256 of their contents; a bad file is a _PathError naming it and the row."""
+    the SHA-256 of their contents; a bad file is a PathError naming it and the row."""
     from reber.tasks import read_csv, read_lines
 
     digest = hashlib.sha256()
@@ -385,7 +389,7 @@ def data_file_digest(task: "TaskSpec") -> str:
             digest.update(path.read_bytes())
         except (OSError, ValueError) as error:
             detail = f"cannot read {path}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
-            raise _PathError((name,), f"{detail} ({_FILE_FORMATS[task.kind]} expected)") from None
+            raise PathError((name,), f"{detail} ({_FILE_FORMATS[task.kind]} expected)") from None
     return digest.hexdigest()[:16]
 
 
@@ -394,7 +398,7 @@ SWEEP_TRAIN_DEFAULTS: dict[str, Any] = {"clip": 5.0}
 gradients at a norm of 5."""
 
 
-class _TrainChecks(_Strict):
+class _TrainChecks(StrictModel):
     """Runs ``rnn_models.config.TrainConfig``'s own checks on a spec's ``[train]`` table."""
 
     @model_validator(mode="after")
@@ -402,7 +406,7 @@ class _TrainChecks(_Strict):
         try:
             TrainConfig(**self.model_dump(), seed=0)
         except ConfigError as error:
-            raise _PathError((error.field,), f"must be {error.allowed}, got {error.value!r}") from None
+            raise PathError((error.field,), f"must be {error.allowed}, got {error.value!r}") from None
         return self
 
 
@@ -421,7 +425,7 @@ def _train_spec() -> type[BaseModel]:
 TrainSpec = _train_spec()
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A whole sweep: graphs x cells x tasks x training seeds.
 
     ``sampling = "grid"`` takes the cartesian product of list-valued parameters and draws
@@ -443,14 +447,14 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _check_sampling(self) -> "SweepSpec":
         if self.sampling == "random" and self.n_samples is None:
-            raise _PathError(("n_samples",), 'is required when sampling = "random" (graphs per generator)')
+            raise PathError(("n_samples",), 'is required when sampling = "random" (graphs per generator)')
         if self.sampling == "grid":
             if self.n_samples is not None:
-                raise _PathError(("n_samples",), 'is only allowed with sampling = "random"')
+                raise PathError(("n_samples",), 'is only allowed with sampling = "random"')
             for i, generator in enumerate(self.generators):
                 for key, value in generator.params.items():
                     if isinstance(value, Uniform):
-                        raise _PathError(
+                        raise PathError(
                             ("generators", i, "params", key), 'a distribution needs sampling = "random"'
                         )
         for i, generator in enumerate(self.generators):
@@ -474,7 +478,7 @@ def _check_generator(index: int, generator: GeneratorSpec) -> None:
     from graphprior.generators import GENERATORS
 
     if generator.name not in GENERATORS:
-        raise _PathError(
+        raise PathError(
             ("generators", index, "name"),
             f"unknown generator {generator.name!r}; allowed: {', '.join(sorted(GENERATORS))}",
         )
@@ -483,13 +487,13 @@ def _check_generator(index: int, generator: GeneratorSpec) -> None:
     }
     for key in generator.params:
         if key not in parameters:
-            raise _PathError(
+            raise PathError(
                 ("generators", index, "params", key),
                 f"unknown parameter of {generator.name}; allowed: {', '.join(parameters)}",
             )
     for key, parameter in parameters.items():
         if parameter.default is inspect.Parameter.empty and key not in generator.params:
-            raise _PathError(
+            raise PathError(
                 ("generators", index, "params"), f"missing required parameter {key!r} of {generator.name}"
             )
 
@@ -509,7 +513,7 @@ def _check_generator_values(index: int, generator: GeneratorSpec, points: list[t
             check_parameters(generator.name, **params)
         except ValueError as error:
             values = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise _PathError(("generators", index, "params"),
+            raise PathError(("generators", index, "params"),
                              f"{error} (in {generator.name} with {values})") from None
 
 
@@ -520,7 +524,7 @@ def _resolution_order(params: dict[str, ParamValue]) -> list[str]:
     while pending:
         ready = [k for k, v in pending.items() if not isinstance(v, Derived) or v.names() <= set(order)]
         if not ready:
-            raise _PathError(("params", next(iter(pending))), f"derived values form a cycle: {', '.join(pending)}")
+            raise PathError(("params", next(iter(pending))), f"derived values form a cycle: {', '.join(pending)}")
         order.extend(ready)
         for key in ready:
             del pending[key]
@@ -556,7 +560,7 @@ def format_error(error: dict[str, Any]) -> str:
     """One line for one pydantic error: the key path, what is wrong, what is allowed."""
     loc = tuple(error["loc"])
     original = (error.get("ctx") or {}).get("error")
-    if isinstance(original, _PathError):
+    if isinstance(original, PathError):
         return f"{_format_path(loc + original.path)}: {original}"
     if error["type"] == "extra_forbidden":
         model = _model_at(loc[:-1])
@@ -639,7 +643,7 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything that defines one training run; hashable and stable across processes."""
 
     generator: str

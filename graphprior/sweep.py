@@ -148,7 +148,7 @@ def run_one(config: RunConfig, hooks: Sequence[Any] = ()) -> RunRecord:
     from rnn_models.train import fit
 
     start = time.perf_counter()
-    built = _build_run(config)
+    built = build_run(config)
     cpu_start = time.process_time()
     history = fit(built.model, built.train, built.test, train_config(config), hooks=hooks)
     cpu_seconds = time.process_time() - cpu_start
@@ -166,13 +166,13 @@ def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequ
     ``hooks`` go to ``fit`` (pass them with ``functools.partial`` as a sweep's ``group_fn``).
     """
     records: dict[str, RunRecord] = {}
-    subgroups: dict[tuple, list[_BuiltRun]] = {}
+    subgroups: dict[tuple, list[BuiltRun]] = {}
     for config in configs:
         start = time.perf_counter()
         try:
-            built = _build_run(config)
+            built = build_run(config)
         except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
-            records[config.run_id] = _failure(config, error, time.perf_counter() - start)
+            records[config.run_id] = failure_record(config, error, time.perf_counter() - start)
             continue
         size = built.graphs[0].vcount() if config.mapping == "recurrent" else None
         key = (config.cell, config.mapping, size)
@@ -183,7 +183,7 @@ def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequ
             histories = _fit_together(members, engine, hooks)
         except Exception as error:  # noqa: BLE001
             seconds = (time.perf_counter() - start) / len(members)
-            records.update({m.config.run_id: _failure(m.config, error, seconds) for m in members})
+            records.update({m.config.run_id: failure_record(m.config, error, seconds) for m in members})
             continue
         cpu_share = (time.process_time() - cpu_start) / len(members)
         wall_share = (time.perf_counter() - start) / len(members)
@@ -191,11 +191,11 @@ def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequ
             try:
                 records[member.config.run_id] = _finish(member, history, cpu_share, seconds=wall_share)
             except Exception as error:  # noqa: BLE001 -- e.g. features of an odd graph
-                records[member.config.run_id] = _failure(member.config, error, wall_share)
+                records[member.config.run_id] = failure_record(member.config, error, wall_share)
     return [records[config.run_id] for config in configs]
 
 
-def _fit_together(members: Sequence["_BuiltRun"], engine: str, hooks: Sequence[Any]) -> list[Any]:
+def _fit_together(members: Sequence["BuiltRun"], engine: str, hooks: Sequence[Any]) -> list[Any]:
     """One ``fit`` call for compatible built runs: their histories, in order."""
     from rnn_models.train import fit
 
@@ -205,7 +205,7 @@ def _fit_together(members: Sequence["_BuiltRun"], engine: str, hooks: Sequence[A
 
 
 @dataclass(frozen=True)
-class _BuiltRun:
+class BuiltRun:
     """A run made ready to train: its config, graphs, datasets and untrained model."""
 
     config: RunConfig
@@ -215,7 +215,7 @@ class _BuiltRun:
     model: Any
 
 
-def _build_run(config: RunConfig) -> _BuiltRun:
+def build_run(config: RunConfig) -> BuiltRun:
     """Graphs, datasets and the seeded, prior-initialized model of a run."""
     import torch
 
@@ -223,23 +223,23 @@ def _build_run(config: RunConfig) -> _BuiltRun:
     train, test = task_data(config.task)
     torch.manual_seed(config.seed)
     model = build_model(config, graphs, vocabulary_size=train.inputs.shape[-1], task=train.task)
-    return _BuiltRun(config, graphs, train, test, model)
+    return BuiltRun(config, graphs, train, test, model)
 
 
-def _finish(built: _BuiltRun, history: Any, cpu_seconds: float, seconds: float) -> RunRecord:
+def _finish(built: BuiltRun, history: Any, cpu_seconds: float, seconds: float) -> RunRecord:
     """The record of a trained run: outcome, metrics, per-epoch history and features."""
-    status, reason = _outcome(history)
+    status, reason = outcome(history)
     metrics = {**history.final, "fit_seconds": history.seconds, "cpu_seconds": cpu_seconds}
     if status == "done" and built.config.task.kind == "continual":
         metrics |= stream_metrics(built)
-    return _record(
+    return make_record(
         built.config, status, reason, seconds=seconds, metrics=metrics,
         history=list(history.epochs), features=structural_features(built.graphs),
         graph_id=graph_id(built.graphs),
     )
 
 
-def stream_metrics(built: _BuiltRun) -> dict[str, float]:
+def stream_metrics(built: BuiltRun) -> dict[str, float]:
     """The continual task's measures on one fresh stream run without reset
     (``graphprior.continual.evaluate_stream``), as ``stream_*`` metrics."""
     from graphprior.continual import evaluate_stream
@@ -251,7 +251,9 @@ def stream_metrics(built: _BuiltRun) -> dict[str, float]:
     return {f"stream_{name}": value for name, value in report.items()}
 
 
-def _outcome(history: Any) -> tuple[str, str | None]:
+def outcome(history: Any) -> tuple[str, str | None]:
+    """A record's status and reason from a ``History``: failed when training failed or a
+    final metric is not finite; done (with an early stop's reason) otherwise."""
     if history.status != "done":
         return "failed", history.reason or "training failed"
     bad = [k for k, v in history.final.items() if isinstance(v, float) and not math.isfinite(v)]
@@ -269,7 +271,7 @@ def graph_id(graphs: Sequence[Any]) -> str:
     return prints[0] if len(prints) == 1 else hashlib.sha256(":".join(prints).encode()).hexdigest()[:16]
 
 
-def _record(config: RunConfig, status: str, reason: str | None, seconds: float,
+def make_record(config: RunConfig, status: str, reason: str | None, seconds: float,
             graph_id: str | None = None, **results: Any) -> RunRecord:
     """A run's record. Its ``graph_id`` is always the content fingerprint: the given one,
     else (a run that failed before or after drawing its graph) that of the graph drawn
@@ -295,13 +297,13 @@ def guarded(run_fn: RunFn, config: RunConfig) -> RunRecord:
     try:
         return run_fn(config)
     except Exception as error:  # noqa: BLE001 -- one run's failure must not stop the sweep
-        return _failure(config, error, time.perf_counter() - start)
+        return failure_record(config, error, time.perf_counter() - start)
 
 
-def _failure(config: RunConfig, error: Exception, seconds: float) -> RunRecord:
+def failure_record(config: RunConfig, error: Exception, seconds: float) -> RunRecord:
     """A failed record naming the exception that ended the run."""
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:_REASON_CHARS]
-    return _record(config, "failed", reason, seconds=seconds)
+    return make_record(config, "failed", reason, seconds=seconds)
 
 
 def run_group(configs: Sequence[RunConfig], run_fn: RunFn = run_one) -> list[RunRecord]:

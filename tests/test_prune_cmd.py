@@ -259,3 +259,14 @@ def test_the_command_runs_resumes_and_reports_bad_specs(tmp_path):
     assert result.output.strip() == f"Error: {spec_file}: prune.amounts[0]: must be a fraction in (0, 1), got 1.5"
     usage = runner.invoke(main, ["prune", "--store", str(store)])
     assert usage.exit_code == 2 and "exactly one" in usage.output
+
+
+def test_an_unwritable_weights_folder_fails_before_any_training(tmp_path):
+    """keep_weights: the folder beside the store is checked first, not after the training."""
+    from graphprior.prune import run_prune
+    from graphprior.store import StoreError
+
+    (tmp_path / "r.db.weights").write_text("a file where the weights folder should be")
+    with pytest.raises(StoreError, match=r"r.db.weights cannot be"):
+        run_prune(_spec(keep_weights=True), tmp_path / "r.db", backend="serial", progress=False)
+    assert not (tmp_path / "r.db").exists()  # refused before the store was even opened

@@ -14,11 +14,11 @@ from graphprior.priors import recurrent_mask
 from graphprior.spec import expand
 from graphprior.store import ResultsStore, RunRecord, read_table
 from graphprior.sweep import (
-    _outcome,
     build_model,
     group_runs,
     guarded,
     library_versions,
+    outcome,
     pending_runs,
     prior_graphs,
     run_group,
@@ -130,11 +130,11 @@ class _History:
 
 
 def test_outcome_of_a_history():
-    assert _outcome(_History("done", "", {"test_loss": 0.3})) == ("done", None)
-    assert _outcome(_History("done", "early stop after epoch 2", {})) == ("done", "early stop after epoch 2")
-    assert _outcome(_History("failed", "non-finite training loss (nan) in epoch 1", {})) == (
+    assert outcome(_History("done", "", {"test_loss": 0.3})) == ("done", None)
+    assert outcome(_History("done", "early stop after epoch 2", {})) == ("done", "early stop after epoch 2")
+    assert outcome(_History("failed", "non-finite training loss (nan) in epoch 1", {})) == (
         "failed", "non-finite training loss (nan) in epoch 1")
-    assert _outcome(_History("done", "", {"test_loss": math.nan})) == ("failed", "non-finite final metric test_loss")
+    assert outcome(_History("done", "", {"test_loss": math.nan})) == ("failed", "non-finite final metric test_loss")
 
 
 def test_guarded_turns_exceptions_into_one_line_reasons():
