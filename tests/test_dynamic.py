@@ -413,6 +413,15 @@ def test_freezing_by_overlap_threshold():
     sparse = RigL(0.5, schedule=EVERY_STEP, freeze_jaccard=0.0)
     fit(classifier("rnn_tanh"), sequences(), sequences(16, 1), CONFIG, hooks=[sparse])
     assert sparse.frozen_epoch == 1
+    # the first epoch whose overlap with the one before reaches the threshold freezes it, not earlier
+    watch = RigL(0.5, schedule=EVERY_STEP)
+    history = fit(classifier("rnn_tanh"), sequences(), sequences(16, 1), CONFIG, hooks=[watch])
+    overlaps = [e["mask_jaccard_prev"] for e in history.epochs]
+    threshold = sorted(overlaps)[len(overlaps) // 2]
+    expected = next(epoch for epoch, o in enumerate(overlaps, start=1) if o >= threshold)
+    frozen = RigL(0.5, schedule=EVERY_STEP, freeze_jaccard=threshold)
+    fit(classifier("rnn_tanh"), sequences(), sequences(16, 1), CONFIG, hooks=[frozen])
+    assert frozen.frozen_epoch == expected
 
 
 def test_epoch_overlaps_are_recorded_and_the_masks_kept():

@@ -244,6 +244,23 @@ def test_stop_on_plateau_ends_retraining_when_the_gain_is_small():
     assert len(history.epochs) == 2 and "rose by less than 2.0 in epoch 2" in history.reason
     rounds = iterative_pruning(model, data, data, TrainConfig(epochs=6, batch_size=16), "random", 0.2, min_gain=2.0)
     assert len(rounds[0].history.epochs) == 2
+    # a gain threshold every epoch meets (accuracy never falls by more than 2) keeps training
+    history = fit(gru_with_prior(), data, data, TrainConfig(epochs=4, batch_size=16), hooks=[StopOnPlateau(-2.0)])
+    assert len(history.epochs) == 4 and history.reason == ""
+
+
+def test_stop_on_plateau_stops_exactly_where_the_gain_falls_below_the_threshold():
+    """Scores fed by hand: gains 0.3, 0.2, 0.05: with min_gain 0.1 it stops after epoch 4."""
+    from types import SimpleNamespace
+
+    hook = StopOnPlateau(0.1)
+    stops = []
+    state = SimpleNamespace(active=[True], stop=lambda reason, model=None: stops.append((state.epoch, reason)))
+    hook.on_train_begin(state)
+    for epoch, accuracy in enumerate([0.2, 0.5, 0.7, 0.75], start=1):
+        state.epoch, state.scores = epoch, [{"test_acc": accuracy}]
+        hook.on_epoch_end(state)
+    assert [epoch for epoch, _ in stops] == [4]
 
 
 # ---------------------------------------------------------------------------------------
