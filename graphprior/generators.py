@@ -509,13 +509,18 @@ PARAMETER_CHECKS: dict[str, Callable[..., object]] = {
 """The parameter checks each generator runs before drawing, by generator name."""
 
 
-def _bound_generator(name: str, seed: int | None, params: dict[str, object]) -> Callable[..., igraph.Graph]:
-    """The generator called ``name``, after checking that it takes exactly ``params``."""
+def parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The parameters generator ``name`` takes besides ``seed``, in order (with defaults)."""
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of: {', '.join(sorted(GENERATORS))}")
+    return {p.name: p for p in inspect.signature(GENERATORS[name]).parameters.values() if p.name != "seed"}
+
+
+def _bound_generator(name: str, seed: int | None, params: dict[str, object]) -> Callable[..., igraph.Graph]:
+    """The generator called ``name``, after checking that it takes exactly ``params``."""
+    accepted = ", ".join(parameters(name))
     function = GENERATORS[name]
     signature = inspect.signature(function)
-    accepted = ", ".join(p for p in signature.parameters if p != "seed")
     try:
         signature.bind(seed=seed, **params)
     except TypeError as error:  # unknown or missing parameter

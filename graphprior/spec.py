@@ -476,15 +476,14 @@ class SweepSpec(StrictModel):
 def _check_generator(index: int, generator: GeneratorSpec) -> None:
     """Check the name and parameter names against ``graphprior.generators.GENERATORS``."""
     from graphprior.generators import GENERATORS
+    from graphprior.generators import parameters as generator_parameters
 
     if generator.name not in GENERATORS:
         raise PathError(
             ("generators", index, "name"),
             f"unknown generator {generator.name!r}; allowed: {', '.join(sorted(GENERATORS))}",
         )
-    parameters = {
-        p.name: p for p in inspect.signature(GENERATORS[generator.name]).parameters.values() if p.name != "seed"
-    }
+    parameters = generator_parameters(generator.name)
     for key in generator.params:
         if key not in parameters:
             raise PathError(

@@ -99,3 +99,14 @@ def test_an_edge_list_error_names_the_file(tmp_path):
 
     with pytest.raises(ValueError, match=r"lonely.edges: an edge list cannot hold the 1 isolated node"):
         save_graph(igraph.Graph(n=3, edges=[(0, 1)]), tmp_path / "lonely.edges")
+
+
+def test_generate_help_lists_every_generator_with_its_parameters():
+    from graphprior.generators import GENERATORS, parameters
+
+    help_text = CliRunner().invoke(main, ["generate", "--help"]).output
+    for name in GENERATORS:
+        assert f"{name}({', '.join(parameters(name))})" in help_text
+    assert "barabasi_albert(n, m, initial)" in help_text
+    with pytest.raises(ValueError, match="unknown generator 'nope'"):
+        parameters("nope")

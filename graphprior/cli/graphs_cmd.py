@@ -10,7 +10,7 @@ import click
 
 from graphprior.cli.errors import writing
 from graphprior.features import feature_table
-from graphprior.generators import GENERATORS, generate as generate_graph, load_graph, save_graph
+from graphprior.generators import GENERATORS, generate as generate_graph, load_graph, parameters, save_graph
 from graphprior.table import check_table_path, write_table
 
 
@@ -32,7 +32,14 @@ def _numbered(path: Path, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}_{index:04d}{path.suffix}")
 
 
-@click.command(epilog="Generators: " + ", ".join(GENERATORS))
+def _generators_epilog() -> str:
+    """The generators and the parameters each takes (click keeps the \\b paragraph as is)."""
+    lines = [f"  {name}({', '.join(parameters(name))})" for name in GENERATORS]
+    return ("Generators and their parameters (those without an option above: --param KEY=VALUE):\n\n\b\n"
+            + "\n".join(lines))
+
+
+@click.command(epilog=_generators_epilog())
 @click.argument("name", type=click.Choice(sorted(GENERATORS)), metavar="GENERATOR")
 @click.option("--n", type=int, help="Number of nodes.")
 @click.option("--k", type=float, help="Neighbours per node (Watts–Strogatz family; mean degree for ws_flex).")
