@@ -11,6 +11,8 @@ model; the target here is <= 9 s per model with 2 workers on 2 cores.
 
     .venv/bin/python -m benchmarks.bench_sweep            # 8 runs, 1 epoch each, 2 workers, groups of 16
     .venv/bin/python -m benchmarks.bench_sweep --quick    # 4 runs
+    GRAPHPRIOR_STUDY_DATA=../shared/reference/stier2021 \
+        .venv/bin/python -m benchmarks.bench_sweep --preset paper-study   # on the study's dataset
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ STUDY_SECONDS = (1970.0, 3450.0)
 TARGET_SECONDS = 9.0
 
 
-def measure(runs: int, epochs: int, workers: int, seed: int, group_size: int) -> tuple[pd.DataFrame, float, int]:
+def measure(runs: int, epochs: int, workers: int, seed: int, group_size: int,
+            preset: str = "paper") -> tuple[pd.DataFrame, float, int]:
     """Run the sample; return its table, the sweep's wall seconds and the preset's epochs."""
-    paper = load_preset("paper")
+    paper = load_preset(preset)
     spec = paper.model_copy(update={"train": paper.train.model_copy(update={"epochs": epochs}), "seed": seed})
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
@@ -54,13 +57,14 @@ def per_model(table: pd.DataFrame, epochs: int, full_epochs: int) -> dict[str, f
     }
 
 
-def report(table: pd.DataFrame, wall: float, epochs: int, full_epochs: int, workers: int) -> str:
+def report(table: pd.DataFrame, wall: float, epochs: int, full_epochs: int, workers: int,
+           preset: str = "paper") -> str:
     """The markdown table of the measurement and its ratios to the target and the study."""
     seconds = per_model(table, epochs, full_epochs)
-    total = len(expand(load_preset("paper")))
+    total = len(expand(load_preset(preset)))
     done = table[table.status == "done"]
     lines = [
-        f"paper preset: {len(table)} sampled runs ({len(done)} done), {epochs} epoch(s) measured and "
+        f"{preset} preset: {len(table)} sampled runs ({len(done)} done), {epochs} epoch(s) measured and "
         f"scaled to {full_epochs}; {workers} worker(s) on {cpu_count()} core(s); sweep wall time {wall:.0f} s",
         "",
         "| measure | s/model (1 worker) | effective s/model (all workers) | 800 models (h) "
@@ -91,10 +95,12 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=16,
                         help="runs per worker call, trained as one ensemble where faster (default 16; 1: one by one)")
     parser.add_argument("--quick", action="store_true", help="4 runs")
+    parser.add_argument("--preset", default="paper", help="the preset measured (default paper; paper-study: "
+                                                          "the study's dataset, needs GRAPHPRIOR_STUDY_DATA)")
     args = parser.parse_args()
     runs = 4 if args.quick else args.runs
-    table, wall, full_epochs = measure(runs, args.epochs, args.workers, args.seed, args.group_size)
-    print(report(table, wall, args.epochs, full_epochs, args.workers))
+    table, wall, full_epochs = measure(runs, args.epochs, args.workers, args.seed, args.group_size, args.preset)
+    print(report(table, wall, args.epochs, full_epochs, args.workers, args.preset))
 
 
 if __name__ == "__main__":

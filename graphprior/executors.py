@@ -8,8 +8,14 @@ the records as they finish and is the only process that writes the results store
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import select
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -46,6 +52,91 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal sent when the parent thread exits
+WATCH_INTERVAL_S = 0.5  # how often a worker without pidfds looks for its driver
+
+
+def die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent exits (``prctl(PR_SET_PDEATHSIG)``).
+
+    The signal is tied to the parent *thread*, so it is only safe where the parent's spawning
+    thread lives as long as the parent: a fork server's workers (the server is single-threaded).
+    Returns whether it was set (False off Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(pid, 0) is all there is
+
+
+def wait_for_exit(pid: int) -> None:
+    """Block until process ``pid`` has exited: on a pidfd where Linux has them (woken at once,
+    immune to pid reuse), else by polling every ``WATCH_INTERVAL_S``."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):  # no pidfds: macOS, Linux before 5.3, seccomp
+        while _pid_alive(pid):
+            time.sleep(WATCH_INTERVAL_S)
+        return
+    try:
+        select.select([pidfd], [], [])
+    finally:
+        os.close(pidfd)
+
+
+def watch_driver(driver_pid: int) -> threading.Thread:
+    """Start a daemon thread that ends this worker at once when the driver ``driver_pid`` exits.
+
+    Whatever ends the driver (SIGKILL, the OOM killer, a scheduler's SIGTERM), its workers stop
+    training instead of finishing groups nobody will store; the fork server, which lives while
+    any worker holds its pipe, exits after them.
+    """
+    def watch() -> None:
+        wait_for_exit(driver_pid)
+        os._exit(1)  # no cleanup: the driver that would receive anything is gone
+
+    thread = threading.Thread(target=watch, name=f"watch-driver-{driver_pid}", daemon=True)
+    thread.start()
+    return thread
+
+
+def init_worker(threads: int, driver_pid: int, parent_is_fork_server: bool) -> None:
+    """Initializer of every pool worker: torch threads, and death with the driver (a watchdog
+    on the driver's pid; also a parent-death signal where the parent is a fork server)."""
+    set_torch_threads(threads)
+    if parent_is_fork_server:
+        die_with_parent()
+    watch_driver(driver_pid)
+
+
+def kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the worker processes of ``pool``: groups in flight when the driver stops are
+    lost anyway, and waiting for them would keep an interrupted sweep running for minutes."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+
+
 def _run_with_threads(group_fn: GroupFn, threads: int, group: Group) -> list[Any]:
     set_torch_threads(threads)
     return group_fn(group)
@@ -76,7 +167,11 @@ def default_start_method() -> str:
 
 
 class LocalExecutor:
-    """A process pool of ``workers`` processes, each with cores // workers torch threads."""
+    """A process pool of ``workers`` processes, each with cores // workers torch threads.
+
+    Workers end with the driver, whatever ends it (:func:`init_worker`), and a driver that
+    stops early (an error, Ctrl-C, SIGTERM) kills the groups still training.
+    """
 
     def __init__(self, workers: int | None = None, start_method: str | None = None) -> None:
         cores = cpu_count()
@@ -99,9 +194,10 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(groups)),
             mp_context=context,
-            initializer=set_torch_threads,
-            initargs=(self.threads,),
+            initializer=init_worker,
+            initargs=(self.threads, os.getpid(), self.start_method == "forkserver"),
         )
+        pending = set()
         try:
             pending = {pool.submit(group_fn, group) for group in groups}
             while pending:
@@ -118,6 +214,8 @@ class LocalExecutor:
                 f"a worker process died ({error}); finished runs are stored, re-run to resume"
             ) from None
         finally:
+            if pending:  # stopped early (an error, Ctrl-C, SIGTERM, the caller closed us)
+                kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
 
 

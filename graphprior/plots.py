@@ -254,3 +254,29 @@ def sequences_to_solve(sequences: Mapping[str, Sequence[float]], budget: float |
     ax.legend(fontsize=8)
     return ax.figure
 
+
+
+def structure_emergence(curves: Mapping[str, Sequence[Sequence[float]]], threshold: float = 0.9,
+                        path: str | None = None, *, ax: Axes | None = None) -> Figure:
+    """Structure-emergence curves of sparsity during learning: per algorithm (a key of
+    ``curves``), the Jaccard overlap of each epoch's mask with the final mask (one list per
+    run, e.g. a record's ``mask_jaccard_final`` per epoch; ``rnn_models.dynamic``'s
+    ``overlap_with_final``), the mean over runs with its range shaded, and ``threshold``
+    (structure "determined") dashed. With ``path`` the figure is also written there (PNG)."""
+    ax = _axes(ax, (5.5, 3.6))
+    for i, (name, runs) in enumerate(curves.items()):
+        if not runs or not all(runs):
+            raise ValueError(f"curves[{name!r}] must hold at least one non-empty curve")
+        width = min(len(run) for run in runs)
+        values = np.array([run[:width] for run in runs], dtype=float)
+        epochs = np.arange(1, width + 1)
+        ax.plot(epochs, values.mean(0), marker="o", markersize=3, color=f"C{i}", label=name)
+        ax.fill_between(epochs, values.min(0), values.max(0), color=f"C{i}", alpha=0.15)
+    ax.axhline(threshold, color="0.4", linestyle="--", linewidth=1)
+    ax.set(xlabel="epoch", ylabel="Jaccard overlap with the final mask", ylim=(0.0, 1.02),
+           title="structure emergence")
+    _integer_ticks(ax.xaxis)
+    ax.legend(fontsize=8, loc="lower right")
+    if path is not None:
+        ax.figure.savefig(path, dpi=120, bbox_inches="tight")
+    return ax.figure

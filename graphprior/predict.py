@@ -392,9 +392,15 @@ def feasible_folds(table: PredictionTable, n_splits: int) -> int:
     """The most folds, at most ``n_splits``, that grouped k-fold can use on ``table``.
 
     Every test fold needs a graph of its own and two runs at least (R² of one row is
-    undefined); below 2 the table is too small to cross-validate.
+    undefined), whichever way the groups are shuffled: shuffled ``GroupKFold`` gives each
+    fold ``graphs // k`` graphs or one more, so with a graph of a single run k may be at
+    most ``graphs // 2`` (two graphs a fold); below 2 the table is too small to cross-validate.
     """
-    return min(n_splits, int(table.frame["group"].nunique()), len(table.frame) // 2)
+    runs_per_graph = table.frame["group"].value_counts()
+    graphs = len(runs_per_graph)
+    if graphs == 0:
+        return 0
+    return min(n_splits, graphs if runs_per_graph.min() >= 2 else graphs // 2)
 
 
 def study_split(n_rows: int, test_size: float = 0.1, random_state: int = 7) -> list[Split]:

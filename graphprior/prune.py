@@ -24,11 +24,16 @@ trained network go to one worker together, which trains it once. A record's metr
 control is applied), ``retrained_acc`` (= ``test_acc``, at the end), ``remaining`` (fraction
 of the prunable weights left), ``weight_density`` (of the prunable matrices, dense = 1) and the
 robustness curve to further magnitude pruning (``robustness_auc``, ``robust_acc_<percent>``);
-its features are those of the pruned structure (:func:`pruned_graph`).
+its features are those of the pruned structure in a bench record's convention
+(:func:`pruned_graphs`: undirected), its ``graph_id`` the fingerprint of its masks
+(:func:`structure_id`) and its ``base_graph_id`` column that of the prior it was pruned from.
+Each record is stored as soon as it is made (:func:`run_prune_group`), so a killed sweep
+keeps a group's finished runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -36,7 +41,7 @@ import importlib.resources
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +71,7 @@ from graphprior.sweep import (
     make_record,
     outcome,
     store_runs,
+    structural_features,
     train_config,
 )
 from rnn_models.pruning import SCHEMES, WEIGHTS
@@ -81,7 +87,10 @@ class PruneSettings(StrictModel):
     ``controls`` take one value or a list (grid axes); ``amounts`` are the fractions of the
     prunable weights pruned in all ``rounds``; ``retrain_epochs`` (default: the ``train``
     table's epochs) retrain after each round, at most, when ``min_gain`` stops earlier.
-    ``keep_weights`` saves each run's weights beside the store (not part of the run id)."""
+    ``keep_weights`` saves each run's weights beside the store (not part of the run id).
+    ``rewind_epoch`` k: the ``rewind`` control rewinds survivors to their values after epoch
+    k of the training (late rewinding) instead of their initial values, and trains the rest
+    of the schedule (the ``train`` table's epochs - k); it must be below those epochs."""
 
     schemes: tuple[Literal[SCHEMES], ...] = Field(default=("blinded",), min_length=1)
     amounts: tuple[float, ...] = Field(min_length=1)
@@ -93,6 +102,7 @@ class PruneSettings(StrictModel):
     per_gate: bool = False
     controls: tuple[Literal[CONTROLS], ...] = ()
     keep_weights: bool = False
+    rewind_epoch: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +132,8 @@ class PruneRun(StrictModel):
     min_gain: float | None
     readout: bool
     per_gate: bool
+    rewind_epoch: int | None = None
+    """Set only for the ``rewind`` control (None: rewind to initialisation)."""
 
 
 def _fields(run: RunConfig) -> dict[str, Any]:
@@ -144,6 +156,14 @@ class PruneRunConfig(RunConfig):
 
     def flat(self) -> dict[str, Any]:
         return {**super().flat(), **{f"prune_{k}": v for k, v in self.prune.model_dump().items()}}
+
+    def canonical(self) -> dict[str, Any]:
+        """``RunConfig.canonical`` with ``prune.rewind_epoch`` left out at its default (None),
+        so the run ids of specs written before it existed do not change."""
+        data = super().canonical()
+        if data["prune"].get("rewind_epoch") is None:
+            data["prune"].pop("rewind_epoch", None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -189,6 +209,11 @@ def validate_prune_spec(data: dict[str, Any] | PruneSpec) -> PruneSpec:
         raise _prune_error(error) from None
     if settings.retrain_epochs is None:
         settings = settings.model_copy(update={"retrain_epochs": sweep.train.epochs})
+    if settings.rewind_epoch is not None and settings.rewind_epoch >= sweep.train.epochs:
+        raise SpecError(f"prune.rewind_epoch: must be below the train table's epochs ({sweep.train.epochs}), "
+                        f"got {settings.rewind_epoch}")
+    if settings.rewind_epoch is not None and "rewind" not in settings.controls:
+        raise SpecError("prune.rewind_epoch: is only for the rewind control (add \"rewind\" to prune.controls)")
     return PruneSpec(sweep, settings)
 
 
@@ -220,7 +245,8 @@ def expand_prune(spec: PruneSpec | dict[str, Any]) -> list[PruneRunConfig]:
                         prune = PruneRun(scheme=scheme, amount=amount, weights=weights, control=control,
                                          rounds=settings.rounds, retrain_epochs=settings.retrain_epochs,
                                          min_gain=settings.min_gain, readout=settings.readout,
-                                         per_gate=settings.per_gate)
+                                         per_gate=settings.per_gate,
+                                         rewind_epoch=settings.rewind_epoch if control == "rewind" else None)
                         runs.append(PruneRunConfig(**_fields(base), prune=prune))
     return list({run.run_id: run for run in runs}.values())
 
@@ -246,36 +272,82 @@ def prunable_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: in
     return model
 
 
-def pruned_graph(model: Any) -> Any:
-    """The structure of a (pruned) network as a directed igraph graph, for ``graph_features``:
-    the hidden-to-hidden mask of a masked RNN/LSTM/GRU (``graphprior.priors.mask_to_graph``),
-    or for a ``LayeredRNN`` the DAG of its units (one node per unit, layer after layer; an
-    edge per surviving connection weight between layers, any gate), as its prior graph."""
+def _find(model: Any, kind: type) -> tuple[str, Any] | None:
+    """(path, module) of the first module of ``kind`` in ``model``, None when there is none."""
+    return next(((path, m) for path, m in model.named_modules() if isinstance(m, kind)), None)
+
+
+def _layered_adjacency(path: str, rnn: Any, masks: dict[str, Any]) -> np.ndarray:
+    """The DAG of a ``LayeredRNN``'s units (layer after layer): ``[target, source]`` True per
+    surviving connection weight between layers (any gate)."""
+    widths = rnn.structure.widths
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    adjacency = np.zeros((offsets[-1], offsets[-1]), dtype=bool)
+    prefix = f"{path}.layers" if path else "layers"
+    for j in range(1, len(widths)):
+        mask = masks[f"{prefix}.{j}.weight_ih_l0"]
+        for b, source in enumerate(rnn.block_sources(j)):
+            block = mask[rnn.block_slices(j, b)["weight_ih_l0"]].reshape(rnn.gates, widths[j], widths[source])
+            rows, cols = np.nonzero(block.any(0).cpu().numpy())
+            adjacency[offsets[j] + rows, offsets[source] + cols] = True
+    return adjacency
+
+
+def pruned_graphs(model: Any, per_gate: bool = False) -> list[Any]:
+    """The structure of a (pruned) network as undirected igraph graphs, in the convention of a
+    bench record's generator graph (``graphprior.sweep.structural_features``), so pruned and
+    bench records share one feature table: for a masked RNN/LSTM/GRU the undirected graph of
+    its surviving hidden-to-hidden connections (``i - j`` when ``j -> i`` or ``i -> j``
+    survives in any gate block; self-connections left out, as generator graphs have none),
+    one per gate block with ``per_gate`` (the ``per_gate`` gate layout, whose features are the
+    mean over its graphs); for a ``LayeredRNN`` the undirected graph of its units (layer
+    after layer) with an edge per surviving connection weight between layers, any gate. An
+    unpruned symmetric prior gives back its generator graph (up to node order)."""
     from graphprior.priors import mask_to_graph
     from rnn_models.layered import LayeredRNN
     from rnn_models.pruning import model_masks
 
     masks = model_masks(model)
-    rnn = model.rnn
-    if not isinstance(rnn, LayeredRNN):
-        return mask_to_graph(masks["rnn.weight_hh_l0"], backend="igraph")
-    widths = rnn.structure.widths
-    offsets = np.concatenate([[0], np.cumsum(widths)])
-    adjacency = np.zeros((offsets[-1], offsets[-1]), dtype=bool)
-    for j in range(1, len(widths)):
-        mask = masks[f"rnn.layers.{j}.weight_ih_l0"]
-        for b, source in enumerate(rnn.block_sources(j)):
-            block = mask[rnn.block_slices(j, b)["weight_ih_l0"]].reshape(rnn.gates, widths[j], widths[source])
-            rows, cols = np.nonzero(block.any(0).cpu().numpy())
-            adjacency[offsets[j] + rows, offsets[source] + cols] = True
-    return mask_to_graph(adjacency, backend="igraph")
+    layered = _find(model, LayeredRNN)
+    if layered is not None:
+        return [mask_to_graph(_layered_adjacency(*layered, masks), backend="igraph", directed=False)]
+    path, rnn = next((p, m) for p, m in model.named_modules() if "weight_hh_l0" in getattr(m, "maskable_weights", ()))
+    mask = masks[f"{path}.weight_hh_l0" if path else "weight_hh_l0"].cpu().numpy()
+    hidden = mask.shape[1]
+    blocks = mask.reshape(-1, hidden, hidden) & ~np.eye(hidden, dtype=bool)
+    parts = list(blocks) if per_gate else [blocks.any(0)]
+    return [mask_to_graph(part, backend="igraph", directed=False) for part in parts]
 
 
-def pruned_features(model: Any) -> dict[str, float]:
-    """``graphprior.features.graph_features`` of the network's structure (:func:`pruned_graph`)."""
-    from graphprior.features import graph_features
+def pruned_graph(model: Any) -> Any:
+    """The structure of a (pruned) network as one undirected igraph graph (:func:`pruned_graphs`,
+    every gate block joined)."""
+    return pruned_graphs(model)[0]
 
-    return graph_features(pruned_graph(model))
+
+def pruned_features(model: Any, per_gate: bool = False) -> dict[str, float]:
+    """``graphprior.sweep.structural_features`` of the network's structure (:func:`pruned_graphs`):
+    the same features, in the same convention, as a bench record's."""
+    from graphprior.sweep import structural_features
+
+    return structural_features(pruned_graphs(model, per_gate))
+
+
+def structure_id(model: Any) -> str:
+    """The content fingerprint of a (pruned) network's structure: a hash of every mask it
+    holds (``rnn_models.pruning.model_masks``: names, shapes, entries), 16 hex digits like
+    ``graph_id``. Equal masks share it (a pruned network and its rewound or re-initialised
+    controls); any other pruned entry, in any matrix, gives another."""
+    import hashlib
+
+    from rnn_models.pruning import model_masks
+
+    digest = hashlib.sha256()
+    for name, mask in sorted(model_masks(model).items()):
+        entries = mask.detach().cpu().numpy().astype(bool)
+        digest.update(f"{name}:{entries.shape}:".encode())
+        digest.update(np.packbits(entries).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _density(model: Any, prune: PruneRun) -> float:
@@ -292,20 +364,21 @@ def _seed(*parts: int) -> int:
 
 @dataclass
 class _Trained:
-    """A run's trained network, kept to be pruned: the built run, its initial weights, its
-    training history, the model as trained and its test accuracy."""
+    """A run's trained network, kept to be pruned: the built run, its weights at
+    initialisation (``kept[0]``) and after the rewind epochs its runs ask for, its training
+    history, the model as trained and its test accuracy."""
 
     built: Any
-    initial: dict[str, Any]
+    kept: dict[int, dict[str, Any]]
     history: Any
     model: Any
     accuracy: float
     cpu_seconds: float
 
 
-def _train_base(config: PruneRunConfig) -> _Trained:
+def _train_base(config: PruneRunConfig, rewind_epochs: Sequence[int] = ()) -> _Trained:
     """Build and train the network every run of the group prunes (``KeepWeights`` keeps its
-    initial weights for the rewinds)."""
+    initial weights and those after each of ``rewind_epochs`` for the rewinds)."""
     from rnn_models.mlp import mask_readout
     from rnn_models.pruning import KeepWeights, accuracy
     from rnn_models.train import fit
@@ -313,10 +386,10 @@ def _train_base(config: PruneRunConfig) -> _Trained:
     built = build_run(config)  # the base run's graphs, data and seeded model
     if config.prune.readout:
         mask_readout(built.model)
-    keep = KeepWeights(epochs=(0,))
+    keep = KeepWeights(epochs=(0, *rewind_epochs))
     cpu = time.process_time()
     history = fit(built.model, built.train, built.test, train_config(config), hooks=[keep])
-    return _Trained(built, keep.weights[0], history, built.model,
+    return _Trained(built, keep.weights, history, built.model,
                     accuracy(built.model, built.test, config.train.device), time.process_time() - cpu)
 
 
@@ -333,9 +406,19 @@ def _prune(trained: _Trained, config: PruneRunConfig) -> tuple[Any, list[Any]]:
     return model, rounds
 
 
+def _rewind_weights(trained: _Trained, epoch: int | None) -> dict[str, Any]:
+    """The base network's kept weights after ``epoch`` (None: at initialisation)."""
+    epoch = epoch or 0
+    if epoch not in trained.kept:
+        ended = len(trained.history.epochs)
+        raise ValueError(f"prune.rewind_epoch {epoch}: the training ended after epoch {ended}, before it")
+    return trained.kept[epoch]
+
+
 def _control(trained: _Trained, pruned: Any, config: PruneRunConfig) -> tuple[Any, float, Any]:
     """The pruned network under ``config.prune.control`` (not ``none``), trained for the
-    whole schedule: (model, accuracy before that training, its history)."""
+    whole schedule (a rewind to epoch k: the rest of it, from epoch k): (model, accuracy
+    before that training, its history)."""
     import torch
 
     from rnn_models.pruning import accuracy, model_masks, random_masks, reinit, rewind
@@ -351,9 +434,12 @@ def _control(trained: _Trained, pruned: Any, config: PruneRunConfig) -> tuple[An
             support = model_masks(trained.model)  # the prior: the structure before pruning
             random_masks(model, support, seed=_seed(config.seed, 2), weights=prune.weights,
                          readout=prune.readout, per_gate=prune.per_gate)
-        rewind(model, trained.initial)
+        rewind(model, _rewind_weights(trained, prune.rewind_epoch))
+    schedule = train_config(config)
+    if prune.rewind_epoch:
+        schedule = dataclasses.replace(schedule, epochs=schedule.epochs - prune.rewind_epoch)
     before = accuracy(model, built.test, config.train.device)
-    return model, before, fit(model, built.train, built.test, train_config(config))
+    return model, before, fit(model, built.train, built.test, schedule)
 
 
 def _prune_record(trained: _Trained, config: PruneRunConfig, model: Any, pruned_acc: float, remaining: float,
@@ -375,24 +461,44 @@ def _prune_record(trained: _Trained, config: PruneRunConfig, model: Any, pruned_
     if weights_dir is not None:
         from graphprior.weights import save_weights
 
-        save_weights(weights_dir, config.run_id, {"init": trained.initial, "final": model.state_dict()})
-    return make_record(config, status, reason, seconds=seconds, metrics=metrics, history=history,
-                   features=pruned_features(model), graph_id=graph_id(trained.built.graphs))
+        stages = {"init": trained.kept[0], "final": model.state_dict()}
+        if prune.rewind_epoch:
+            stages["rewind"] = trained.kept[prune.rewind_epoch]
+        save_weights(weights_dir, config.run_id, stages)
+    per_gate = config.mapping == "recurrent" and config.gate_layout == "per_gate"
+    structure = pruned_graphs(model, per_gate)
+    record = make_record(config, status, reason, seconds=seconds, metrics=metrics, history=history,
+                         features=structural_features(structure), graph_id=structure_id(model))
+    record.flat["base_graph_id"] = graph_id(trained.built.graphs)  # the unpruned prior's graph_id
+    if weights_dir is not None:
+        record.flat["kept_weights"] = " ".join(stages)  # the store lists each run's weight files
+    return record
 
 
-def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None) -> dict[str, RunRecord]:
-    """Records of runs sharing one trained network: trained once, pruned once per setting."""
+def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None,
+                   emit: Callable[[RunRecord], None] = lambda record: None) -> dict[str, RunRecord]:
+    """Records of runs sharing one trained network: trained once, pruned once per setting;
+    each record goes to ``emit`` as soon as it is made."""
     start = time.perf_counter()
-    trained = _train_base(configs[0])
+    rewinds = sorted({c.prune.rewind_epoch for c in configs if c.prune.rewind_epoch})
+    trained = _train_base(configs[0], rewinds)
     records: dict[str, RunRecord] = {}
-    settings = {c.prune.model_copy(update={"control": "none"}): None for c in configs}
-    for setting in settings:
-        members = [c for c in configs if c.prune.model_copy(update={"control": "none"}) == setting]
+
+    def finish(record: RunRecord) -> None:
+        records[record.run_id] = record
+        emit(record)
+
+    def setting(config: PruneRunConfig) -> PruneRun:  # what the pruning itself depends on
+        return config.prune.model_copy(update={"control": "none", "rewind_epoch": None})
+
+    for shared in dict.fromkeys(setting(c) for c in configs):
+        members = [c for c in configs if setting(c) == shared]
         cpu = time.process_time()
         try:
             pruned, rounds = _prune(trained, members[0])
         except Exception as error:  # noqa: BLE001 -- one setting's failure must not stop the others
-            records.update({c.run_id: failure_record(c, error, time.perf_counter() - start) for c in members})
+            for config in members:
+                finish(failure_record(config, error, time.perf_counter() - start))
             continue
         prune_cpu = time.process_time() - cpu
         pruning = [trained.history] + [r.history for r in rounds]
@@ -405,25 +511,57 @@ def _group_records(configs: Sequence[PruneRunConfig], weights_dir: Path | None) 
                     model, before, history = _control(trained, pruned, config)
                     histories = [*pruning, history]
                 cpu_seconds = trained.cpu_seconds + prune_cpu + time.process_time() - cpu
-                records[config.run_id] = _prune_record(trained, config, model, before, rounds[-1].remaining,
-                                                       histories, time.perf_counter() - start, cpu_seconds,
-                                                       weights_dir)
+                record = _prune_record(trained, config, model, before, rounds[-1].remaining, histories,
+                                       time.perf_counter() - start, cpu_seconds, weights_dir)
             except Exception as error:  # noqa: BLE001
-                records[config.run_id] = failure_record(config, error, time.perf_counter() - start)
+                record = failure_record(config, error, time.perf_counter() - start)
+            finish(record)
     return records
 
 
-def run_prune_group(configs: Sequence[PruneRunConfig], weights_dir: str | Path | None = None) -> list[RunRecord]:
+@contextlib.contextmanager
+def _storing(store: str | Path | None) -> Iterator[Callable[[RunRecord], None]]:
+    """A function storing one record into ``store`` at once (``ResultsStore.add``: a record
+    stored already is left alone, so the driver storing it again adds nothing); one that does
+    nothing without a store or where this process cannot open it (the driver stores then)."""
+    from graphprior.store import ResultsStore, StoreError
+
+    try:
+        results = None if store is None else ResultsStore(store, create=False)
+    except StoreError:
+        results = None
+    if results is None:
+        yield lambda record: None
+        return
+
+    def add(record: RunRecord) -> None:
+        try:
+            with store_errors(results.path):
+                results.add(record)
+        except StoreError:
+            pass  # e.g. the store is locked for longer than its timeout: the driver stores it later
+
+    with results:
+        yield add
+
+
+def run_prune_group(configs: Sequence[PruneRunConfig], weights_dir: str | Path | None = None,
+                    store: str | Path | None = None) -> list[RunRecord]:
     """A sweep's group trainer for prune runs sharing one trained network (their
     ``group_key``); any failure becomes a failed record. ``weights_dir``: save each run's
-    initial and final weights there (``graphprior.weights``)."""
+    initial (rewind epoch) and final weights there (``graphprior.weights``). ``store``: store
+    each record there as soon as it is made, so a killed sweep keeps a group's finished runs
+    (a resumed sweep trains the group's network again, not its stored runs)."""
     start = time.perf_counter()
     folder = None if weights_dir is None else Path(weights_dir)
-    try:
-        records = _group_records(configs, folder)
-    except Exception as error:  # noqa: BLE001 -- e.g. the base training itself fails
-        seconds = time.perf_counter() - start
-        return [failure_record(config, error, seconds) for config in configs]
+    with _storing(store) as emit:
+        try:
+            records = _group_records(configs, folder, emit)
+        except Exception as error:  # noqa: BLE001 -- e.g. the base training itself fails
+            seconds = time.perf_counter() - start
+            records = {config.run_id: failure_record(config, error, seconds) for config in configs}
+            for record in records.values():
+                emit(record)
     return [records[config.run_id] for config in configs]
 
 
@@ -431,8 +569,8 @@ def run_prune(spec: PruneSpec | dict[str, Any], store: str | Path, *, backend: s
               workers: int | None = None, address: str | None = None, limit: int | None = None,
               retry_failed: bool = False, progress: bool = True, executor: Any = None) -> SweepSummary:
     """Run every pending run of a prune spec into ``store`` (``graphprior.sweep.store_runs``:
-    stored runs are skipped, each record is stored as it arrives, so a killed sweep resumes
-    without losing or duplicating runs). ``limit`` runs a seeded sample of that many runs.
+    stored runs are skipped, each record is stored as soon as its run is done, so a killed
+    sweep resumes without losing or duplicating runs). ``limit`` runs a seeded sample of that many runs.
     With ``keep_weights`` the weights go beside the store (``graphprior.weights``)."""
     from graphprior.executors import make_executor
     from graphprior.weights import weights_dir
@@ -444,7 +582,11 @@ def run_prune(spec: PruneSpec | dict[str, Any], store: str | Path, *, backend: s
         with store_errors(folder):  # an unwritable weights folder fails before any training
             Path(folder).mkdir(parents=True, exist_ok=True)
             tempfile.NamedTemporaryFile(dir=folder).close()
+    # workers of this machine store each record as soon as it is made (a Ray worker may not
+    # see the store's file: there the driver stores a group's records when it ends)
+    early = None if backend == "ray" and executor is None else str(store)
     executor = executor or make_executor(backend, workers=workers, address=address)
     group_size = max(len(runs), 1)  # a group is every run of one trained network (group_key)
-    return store_runs(runs, store, functools.partial(run_prune_group, weights_dir=folder), executor,
+    group_fn = functools.partial(run_prune_group, weights_dir=folder, store=early)
+    return store_runs(runs, store, group_fn, executor,
                       name=spec.name, retry_failed=retry_failed, group_size=group_size, progress=progress)

@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import operator
+import os
 import re
 import tomllib
 import typing
@@ -267,13 +268,29 @@ class ModelSpec(StrictModel):
     study's DAG-layered network (``graphprior.priors.layered_structure`` and
     ``rnn_models.layered.LayeredRNN``; Stier, Darji & Granitzer 2021), whose orientation
     is always the DAG by node order.
+
+    ``input_encoding = "embedding"`` (layered only) feeds the network through a trainable
+    N(0, 1) symbol embedding of the first layer's width, as the study did
+    (``rnn_models.layered.EmbeddedInput``); the default feeds the one-hot symbols. Like
+    every model option added later, it is left out of the canonical config at its default
+    (``MODEL_OPTION_DEFAULTS``), so older run ids stay.
+
+    Two bugs of the study's code, as options that reproduce them (docs/study.md):
+    ``gate_layout = "row_repeated"`` repeats each mask row ``G`` times in place instead of
+    tiling gate blocks (the layered network's connection masks, or the recurrent mapping's
+    hidden-to-hidden mask); ``readout = "padded_position"`` (classify tasks) reads the state
+    at the batch's last, padded step instead of each string's true end, pad steps fed the
+    embedding of a pad symbol with ``input_encoding = "embedding"``
+    (``rnn_models.layered.PaddedPositionClassifier``).
     """
 
     mapping: Literal["recurrent", "layered"] = "recurrent"
     orientation: Literal["symmetric", "random", "dag", "as_given"] = "symmetric"
     self_loops: bool = False
-    gate_layout: Literal["tiled", "per_gate"] = "tiled"
+    gate_layout: Literal["tiled", "per_gate", "row_repeated"] = "tiled"
     cells: tuple[Literal["rnn_tanh", "rnn_relu", "lstm", "gru"], ...] = Field(default=CELLS, min_length=1)
+    input_encoding: Literal["one_hot", "embedding"] = "one_hot"
+    readout: Literal["last_step", "padded_position"] = "last_step"
 
     @model_validator(mode="before")
     @classmethod
@@ -286,7 +303,23 @@ class ModelSpec(StrictModel):
     def _check_layered(self) -> "ModelSpec":
         if self.mapping == "layered" and self.orientation != "dag":
             raise PathError(("orientation",), "the layered mapping is the DAG by node order: use 'dag' or leave it out")
+        if self.mapping != "layered" and self.input_encoding != "one_hot":
+            raise PathError(("input_encoding",), "'embedding' is for mapping = \"layered\" only")
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_default_options(self, handler: Any) -> dict[str, Any]:
+        return _without_default_options(handler(self))
+
+
+MODEL_OPTION_DEFAULTS: dict[str, Any] = {"input_encoding": "one_hot", "readout": "last_step"}
+"""Model options added after run ids were first pinned, with their defaults: a config
+holding the default leaves the option out, so its run id is what it was before."""
+
+
+def _without_default_options(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the model options that hold their defaults."""
+    return {k: v for k, v in data.items() if not (k in MODEL_OPTION_DEFAULTS and v == MODEL_OPTION_DEFAULTS[k])}
 
 
 STREAM_DEFAULTS: dict[str, int] = {"streams": 16, "window": 50, "stream_symbols": 100_000}
@@ -310,7 +343,11 @@ class TaskSpec(StrictModel):
     defaults to the embedded one, whose T/P symbols are the long-range memory task.
     ``continual_windows`` is the older, easier protocol: 100-symbol windows each started
     from a zero state. The stream fields belong to ``continual`` only and are left out of
-    the canonical config (and so of the run id) elsewhere.
+    the canonical config (and so of the run id) elsewhere. ``reset = "strings"`` is the
+    paper's comparison condition for ``continual``, "external reset": the state is zeroed
+    at every string start, in training and in the evaluation stream; at its default
+    ``"never"`` it is left out of the canonical config. ``reset_protocol`` (a column of
+    the results) names the protocol that ran: ``"windows"``, ``"never"`` or ``"strings"``.
 
     ``train_file`` and ``test_file`` (``classify``: the study's CSV format
     ``,string,valid``; ``next_symbol``: one string of the grammar per line) replace the
@@ -318,6 +355,10 @@ class TaskSpec(StrictModel):
     line naming the file and the row), and ``data_sha256``, the hash of both files'
     contents, is filled in, so a changed file is a different run (``size``,
     ``test_fraction`` and ``negatives`` do not apply then).
+
+    ``lengths = "study"`` (generated classify data) draws strings with the length
+    distributions of the study's dataset (``reber.tasks.classification_data``); the
+    default ``"uniform"`` is left out of the canonical config.
     """
 
     kind: Literal["classify", "next_symbol", "continual", "continual_windows"] = "classify"
@@ -329,9 +370,11 @@ class TaskSpec(StrictModel):
     streams: int | None = Field(default=None, ge=1, le=4096)
     window: int | None = Field(default=None, ge=2, le=100_000)
     stream_symbols: int | None = Field(default=None, ge=1000, le=100_000_000)
+    reset: Literal["never", "strings"] = "never"
     train_file: str | None = None
     test_file: str | None = None
     data_sha256: str | None = None
+    lengths: Literal["uniform", "study"] = "uniform"
 
     @model_validator(mode="before")
     @classmethod
@@ -348,7 +391,16 @@ class TaskSpec(StrictModel):
                 raise PathError((name,), "is only for kind = \"continual\"")
         if self.kind == "continual" and self.stream_symbols % STREAM_EVAL_WINDOW:
             raise PathError(("stream_symbols",), f"must be a multiple of {STREAM_EVAL_WINDOW}, got {self.stream_symbols}")
+        if self.kind != "continual" and self.reset != "never":
+            raise PathError(("reset",), f"{self.reset!r} is only for kind = \"continual\" (continual_windows always "
+                            "starts each window from zero)")
         return self
+
+    @property
+    def reset_protocol(self) -> str | None:
+        """When the carried state is zeroed: ``"windows"`` (``continual_windows``: every
+        window from zero), ``"never"`` or ``"strings"`` (``continual``), None for other kinds."""
+        return {"continual_windows": "windows", "continual": self.reset}.get(self.kind)
 
     @model_validator(mode="after")
     def _check_files(self) -> "TaskSpec":
@@ -359,6 +411,8 @@ class TaskSpec(StrictModel):
             return self
         if not all(given):
             raise PathError(("test_file" if given[0] else "train_file",), "is required with the other data file")
+        for name in ("train_file", "test_file"):
+            object.__setattr__(self, name, expand_data_path(name, getattr(self, name)))
         if self.kind not in _FILE_FORMATS:
             raise PathError(("train_file",), f"data files are for kinds {sorted(_FILE_FORMATS)}, not {self.kind!r}")
         digest = data_file_digest(self)
@@ -370,7 +424,31 @@ class TaskSpec(StrictModel):
     @model_serializer(mode="wrap")
     def _drop_unset_optional_fields(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        return {k: v for k, v in data.items() if not (k in _STREAM_FIELDS + _FILE_FIELDS and v is None)}
+        return {k: v for k, v in data.items()
+                if not (k in _STREAM_FIELDS + _FILE_FIELDS and v is None or k == "reset" and v == "never"
+                        or k == "lengths" and v == "uniform")}
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> "TaskSpec":
+        if self.lengths != "uniform" and (self.kind != "classify" or self.train_file is not None):
+            raise PathError(("lengths",), "'study' is for generated classify data (no train_file)")
+        return self
+
+
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def expand_data_path(name: str, path: str) -> str:
+    """``path`` with its environment variables (``$NAME`` or ``${NAME}``) filled in, so a
+    shipped spec can name data that lives elsewhere (the ``paper-study`` preset reads
+    ``$GRAPHPRIOR_STUDY_DATA``), made absolute against the working directory; an unset
+    variable is a PathError naming it. A path without variables is returned as it is."""
+    variables = [match.group(1) or match.group(2) for match in _VARIABLE.finditer(path)]
+    for variable in variables:
+        if variable not in os.environ:
+            raise PathError((name,), f"{path!r} needs the environment variable {variable}, which is not set "
+                                     "(point it at the folder holding the data files)")
+    return os.path.abspath(os.path.expandvars(path)) if variables else path
 
 
 def data_file_digest(task: "TaskSpec") -> str:
@@ -425,6 +503,132 @@ def _train_spec() -> type[BaseModel]:
 TrainSpec = _train_spec()
 
 
+SPARSITY_METHODS = ("static", "set", "rigl", "dnw")
+"""Sparsity during learning (``rnn_models.dynamic``): a fixed mask, SET, RigL, DNW."""
+SPARSITY_PRIORS = ("confine", "start", "none")
+"""How a sparsity run uses the run's prior graph: growth only inside it, start from it, ignore it."""
+_FROZEN_METHODS = ("rigl", "dnw")
+
+
+def _check_end(value: int | float) -> int | float:
+    """``end``: a step (an int >= 1) or a fraction of training (a float in (0, 1])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a step (int >= 1) or a fraction of training (float in (0, 1]), got {value!r}")
+    if isinstance(value, int) and value < 1 or isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise ValueError(f"must be a step (int >= 1) or a fraction of training (float in (0, 1]), got {value!r}")
+    return value
+
+
+def _check_freeze(value: int | float | None) -> int | float | None:
+    """``freeze``: an epoch (an int >= 1) or a Jaccard threshold (a float in (0, 1])."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            isinstance(value, int) and value < 1 or isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise ValueError(f"must be an epoch (int >= 1) or an epoch-to-epoch Jaccard threshold "
+                         f"(float in (0, 1]), got {value!r}")
+    return value
+
+
+class _SparsityFields(StrictModel):
+    """What a sparsity section and a sparsity run share (see :class:`SparsitySpec`)."""
+
+    prior: Literal[SPARSITY_PRIORS] = "start"
+    weights: Literal["ih", "hh", "both"] = "hh"
+    allocation: Literal["uniform", "erk"] = "uniform"
+    masks: Literal["shared", "per_gate"] = "shared"
+    update_every: int = Field(default=100, ge=1)
+    drop_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
+    end: Annotated[int | float, PlainValidator(_check_end)] = 0.75
+    freeze: Annotated[int | float | None, PlainValidator(_check_freeze)] = None
+    feature_epochs: tuple[Annotated[int, Field(ge=1)], ...] = ()
+
+
+class SparsityRun(_SparsityFields):
+    """The sparsity-during-learning settings of one run (part of its config and run id)."""
+
+    method: Literal[SPARSITY_METHODS]
+    density: float | None = None
+
+
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+class SparsitySpec(_SparsityFields):
+    """One ``[sparsity]`` table (or one of several, ``[[sparsity]]``): every run of the
+    sweep's graphs (those of ``generators``, names of the spec's generators; all when
+    empty) trained with each of ``method`` x ``density`` (one value or a list each).
+
+    ``method``: ``SPARSITY_METHODS`` (``static``: the start mask never changes). ``prior``:
+    ``confine`` (start at ``density`` of the prior's connections, grow only inside it),
+    ``start`` (start from the prior's mask at its own density, grow anywhere; no
+    ``density``) or ``none`` (the prior graph is not used as a mask: a random start at
+    ``density`` of all connections; ``static`` with ``density = 1.0`` is dense training).
+    ``weights``: the managed matrices (``"hh"``: the recurrent ones, which the prior masks).
+    ``allocation``: ``uniform`` or ``erk``; ``masks``: ``shared`` (one mask for a cell's
+    gates) or ``per_gate``. SET and RigL update every ``update_every`` steps until ``end``
+    (a step, or a fraction of all training steps), dropping ``drop_fraction`` with cosine
+    decay. ``freeze`` (RigL and DNW only): fix the mask after that epoch (an int) or once an
+    epoch's mask overlaps the previous one by that Jaccard index (a float). The structural
+    features of the mask after each of ``feature_epochs`` (and the freeze epoch) join the
+    run's history.
+    """
+
+    method: tuple[Literal[SPARSITY_METHODS], ...] = Field(min_length=1)
+    density: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] | None = None
+    generators: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: _one_or_list(v) if k in ("method", "density", "generators") else v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "SparsitySpec":
+        if self.prior == "start" and self.density is not None:
+            raise PathError(("density",), 'is the prior\'s own with prior = "start": leave it out, '
+                                          'or use prior = "confine" or "none"')
+        if self.prior != "start" and self.density is None:
+            raise PathError(("density",), f'is required with prior = "{self.prior}"')
+        if self.freeze is not None:
+            for method in self.method:
+                if method not in _FROZEN_METHODS:
+                    raise PathError(("freeze",), f"is for the early-frozen variant of {' and '.join(_FROZEN_METHODS)}, "
+                                                 f"not {method!r}")
+        return self
+
+    def runs(self) -> list[SparsityRun]:
+        """The per-run settings: every method x density."""
+        shared = self.model_dump(exclude={"method", "density", "generators"})
+        return [SparsityRun(**shared, method=method, density=density)
+                for method in self.method for density in (self.density or (None,))]
+
+
+def _check_sparsity(spec: "SweepSpec") -> None:
+    """Checks of ``[sparsity]`` tables against the rest of the spec."""
+    names = [g.name for g in spec.generators]
+    for i, section in enumerate(spec.sparsity):
+        for j, name in enumerate(section.generators):
+            if name not in names:
+                raise PathError(("sparsity", i, "generators", j),
+                                f"unknown generator {name!r}; the spec's: {', '.join(dict.fromkeys(names))}")
+        if section.prior != "none" and section.masks == "shared" and spec.model.gate_layout == "per_gate":
+            raise PathError(("sparsity", i, "masks"), 'must be "per_gate" with gate_layout = "per_gate" '
+                                                      '(each gate has its own prior)')
+        if section.prior == "none" and spec.model.mapping == "layered":
+            raise PathError(("sparsity", i, "prior"), 'the layered mapping is its prior\'s structure: use "confine" '
+                                                      'or "start"')
+        late = [e for e in section.feature_epochs if e > spec.train.epochs]
+        if isinstance(section.freeze, int) and section.freeze > spec.train.epochs:
+            late.append(section.freeze)
+        if late:
+            field = "feature_epochs" if late[0] in section.feature_epochs else "freeze"
+            raise PathError(("sparsity", i, field), f"epoch {late[0]} is after the last epoch ({spec.train.epochs})")
+
+
 class SweepSpec(StrictModel):
     """A whole sweep: graphs x cells x tasks x training seeds.
 
@@ -443,6 +647,20 @@ class SweepSpec(StrictModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     tasks: tuple[TaskSpec, ...] = Field(default=(TaskSpec(),), min_length=1)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    sparsity: tuple[SparsitySpec, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sparsity_tables(cls, data: Any) -> Any:
+        """One ``[sparsity]`` table is a list of one."""
+        if isinstance(data, dict) and isinstance(data.get("sparsity"), dict):
+            return {**data, "sparsity": [data["sparsity"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _check_sparsity_tables(self) -> "SweepSpec":
+        _check_sparsity(self)
+        return self
 
     @model_validator(mode="after")
     def _check_sampling(self) -> "SweepSpec":
@@ -465,7 +683,7 @@ class SweepSpec(StrictModel):
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The spec as plain data (parameter values in their TOML form)."""
-        data = self.model_dump(mode="python", exclude={"generators"})
+        data = self.model_dump(mode="python", exclude={"generators"} | ({"sparsity"} if not self.sparsity else set()))
         data["generators"] = [
             {"name": g.name, "params": {k: _param_to_json(v) for k, v in g.params.items()}}
             for g in self.generators
@@ -607,11 +825,13 @@ def load_spec(path: str | Path, validate: Callable[[dict[str, Any]], Any] | None
 
 
 def _resolve_data_files(data: dict[str, Any], folder: Path) -> None:
-    """Make the tasks' relative data-file paths relative to the spec file's folder."""
+    """Make the tasks' relative data-file paths relative to the spec file's folder (a path
+    starting with an environment variable is left to ``expand_data_path``)."""
     tasks = data.get("tasks")
     for task in tasks if isinstance(tasks, list) else []:
         for name in ("train_file", "test_file"):
-            if isinstance(task, dict) and isinstance(task.get(name), str) and not Path(task[name]).is_absolute():
+            value = task.get(name) if isinstance(task, dict) else None
+            if isinstance(value, str) and not value.startswith("$") and not Path(value).is_absolute():
                 task[name] = str((folder / task[name]).resolve())
 
 
@@ -651,15 +871,26 @@ class RunConfig(StrictModel):
     mapping: Literal["recurrent", "layered"]
     orientation: Literal["symmetric", "random", "dag", "as_given"]
     self_loops: bool
-    gate_layout: Literal["tiled", "per_gate"]
+    gate_layout: Literal["tiled", "per_gate", "row_repeated"]
     cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
     task: TaskSpec
     train: TrainSpec
     seed: int
+    input_encoding: Literal["one_hot", "embedding"] = "one_hot"
+    readout: Literal["last_step", "padded_position"] = "last_step"
+    sparsity: SparsityRun | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_sparsity(self, handler: Any) -> dict[str, Any]:
+        """A run without sparsity keeps the config (and run id) it had before sparsity existed."""
+        data = handler(self)
+        if data.get("sparsity", 0) is None:
+            del data["sparsity"]
+        return data
 
     def canonical(self) -> dict[str, Any]:
-        """The config as JSON-ready data."""
-        return self.model_dump(mode="json")
+        """The config as JSON-ready data (model options at their defaults left out)."""
+        return _without_default_options(self.model_dump(mode="json"))
 
     @cached_property
     def run_id(self) -> str:
@@ -702,10 +933,14 @@ class RunConfig(StrictModel):
             "data_seed": task.seed,
             "streams": task.streams,
             "window": task.window,
+            "reset": task.reset_protocol,
             "data_sha256": task.data_sha256,
             "seed": self.seed,
         }
         columns.update({f"train_{k}": v for k, v in self.train.model_dump().items()})
+        if self.sparsity is not None:
+            columns.update({f"sparsity_{k}": v for k, v in self.sparsity.model_dump().items()
+                            if k != "feature_epochs"})
         return columns
 
 
@@ -761,12 +996,13 @@ def _graphs(spec: SweepSpec) -> list[tuple[str, dict[str, Scalar], int]]:
 
 
 def expand(spec: SweepSpec | dict[str, Any]) -> list[RunConfig]:
-    """All runs of a spec: every graph x cell x task x training seed, duplicates removed."""
+    """All runs of a spec: every graph x cell x task x training seed (x each setting of the
+    ``[sparsity]`` tables that take the graph's generator), duplicates removed."""
     spec = validate_spec(spec)
     model = spec.model
     runs: dict[str, RunConfig] = {}
-    for (name, params, graph_seed), cell, task, seed in itertools.product(
-        _graphs(spec), model.cells, spec.tasks, spec.seeds
+    for ((name, params, graph_seed), sparsity), cell, task, seed in itertools.product(
+        _sparse_graphs(spec), model.cells, spec.tasks, spec.seeds
     ):
         run = RunConfig(
             generator=name,
@@ -780,9 +1016,20 @@ def expand(spec: SweepSpec | dict[str, Any]) -> list[RunConfig]:
             task=task,
             train=spec.train,
             seed=seed,
+            **{name: getattr(model, name) for name in MODEL_OPTION_DEFAULTS},
+            sparsity=sparsity,
         )
         runs.setdefault(run.run_id, run)
     return list(runs.values())
+
+
+def _sparse_graphs(spec: SweepSpec) -> list[tuple[tuple[str, dict[str, Scalar], int], SparsityRun | None]]:
+    """Every graph of the sweep (``_graphs``) with each sparsity setting it is trained with:
+    those of the ``[sparsity]`` tables that take its generator (None: the spec has none)."""
+    if not spec.sparsity:
+        return [(graph, None) for graph in _graphs(spec)]
+    return [(graph, run) for graph in _graphs(spec) for section in spec.sparsity
+            if not section.generators or graph[0] in section.generators for run in section.runs()]
 
 
 def sample_runs(runs: list[RunConfig], limit: int | None, seed: int = 0) -> list[RunConfig]:

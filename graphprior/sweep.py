@@ -9,23 +9,24 @@ train -> evaluate -> structural features -> :class:`~graphprior.store.RunRecord`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from graphprior.executors import Executor, make_executor
+from graphprior.executors import Executor, SerialExecutor, make_executor
 from graphprior.spec import RunConfig, SweepSpec, TaskSpec, data_file_digest, expand, sample_runs, validate_spec
-from graphprior.store import ResultsStore, RunRecord, store_errors
+from graphprior.store import Heartbeat, ResultsStore, RunRecord, new_owner, store_errors
 
 RunFn = Callable[[RunConfig], RunRecord]
 _REASON_CHARS = 500
@@ -60,7 +61,7 @@ def task_data(task: TaskSpec) -> tuple[Any, Any]:
     if task.kind == "classify":
         return classification_data(
             n=task.size, negatives=task.negatives, grammar=task.grammar,
-            test_fraction=task.test_fraction, seed=task.seed,
+            test_fraction=task.test_fraction, seed=task.seed, lengths=task.lengths,
         )
     n_test = max(1, round(task.size * task.test_fraction))
     n_train = max(1, task.size - n_test)
@@ -68,7 +69,7 @@ def task_data(task: TaskSpec) -> tuple[Any, Any]:
         return next_symbol_data(grammar=task.grammar, n_train=n_train, n_test=n_test, seed=task.seed)
     if task.kind == "continual":
         return stream_task(n_train, n_test, streams=task.streams, window=task.window, seed=task.seed,
-                           grammar=task.grammar)
+                           grammar=task.grammar, resets=task.reset == "strings")
     return continual_data(n_train=n_train, n_test=n_test, seed=task.seed)
 
 
@@ -104,21 +105,33 @@ def prior_graphs(config: RunConfig) -> list[Any]:
 def build_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: int, task: str) -> Any:
     """The prior-initialized network of a run with the readout its task needs."""
     from graphprior.priors import gate_mask, layered_structure, recurrent_mask
-    from rnn_models.layered import LayeredRNN
-    from rnn_models.masked import make_rnn
+    from rnn_models.layered import GATE_MASKS, EmbeddedInput, LayeredRNN, PaddedPositionClassifier
+    from rnn_models.masked import GATES, make_rnn
     from rnn_models.train import NextSymbolModel, SequenceClassifier
 
+    padded = config.readout == "padded_position"
+    if padded and task != "classify":
+        raise ValueError(f"readout 'padded_position' is for classify tasks, not {task!r}")
     if config.mapping == "layered":
-        rnn = LayeredRNN(layered_structure(graphs[0]), input_size=vocabulary_size, cell=config.cell,
-                         batch_first=True)
+        structure = layered_structure(graphs[0])
+        embedded = config.input_encoding == "embedding"
+        features = structure.widths[0] if embedded else vocabulary_size
+        rnn = LayeredRNN(structure, input_size=features, cell=config.cell, batch_first=True,
+                         gate_masks="row_repeated" if config.gate_layout == "row_repeated" else "tiled")
+        if embedded:
+            rnn = EmbeddedInput(rnn, vocabulary_size, features, pad=padded)
     else:
         masks = [recurrent_mask(g, orientation=config.orientation, self_loops=config.self_loops,
                                 seed=config.graph_seed) for g in graphs]
         mask = masks[0] if len(masks) == 1 else gate_mask(masks, config.cell)
+        if config.gate_layout == "row_repeated":
+            mask = GATE_MASKS["row_repeated"](mask, GATES[config.cell])
+        if config.sparsity is not None and config.sparsity.prior == "none":
+            mask = None  # the sparsity hook draws the mask; the prior only sets the size
         rnn = make_rnn(config.cell, input_size=vocabulary_size, hidden_size=graphs[0].vcount(),
                        batch_first=True, hh_mask=mask)
     if task == "classify":
-        return SequenceClassifier(rnn)
+        return PaddedPositionClassifier(rnn) if padded else SequenceClassifier(rnn)
     return NextSymbolModel(rnn, vocab_size=vocabulary_size, stateful=config.task.kind == "continual")
 
 
@@ -143,16 +156,26 @@ def run_one(config: RunConfig, hooks: Sequence[Any] = ()) -> RunRecord:
     Besides the final epoch's metrics, ``metrics`` holds ``fit_seconds`` and ``cpu_seconds``:
     the wall-clock and CPU time of training and evaluation (CPU time stays meaningful on a
     busy machine); ``seconds`` of the record is the whole run. ``hooks`` go to
-    ``rnn_models.train.fit``; what they record joins the run's history in the store.
+    ``rnn_models.train.fit``; what they record joins the run's history in the store. A run
+    with a ``sparsity`` setting also trains with its hook (``graphprior.sparsity``), whose
+    results join its record.
     """
     from rnn_models.train import fit
 
     start = time.perf_counter()
     built = build_run(config)
+    sparse = _sparsity_hooks(built)
     cpu_start = time.process_time()
-    history = fit(built.model, built.train, built.test, train_config(config), hooks=hooks)
+    history = fit(built.model, built.train, built.test, train_config(config), hooks=[*hooks, *sparse])
     cpu_seconds = time.process_time() - cpu_start
-    return _finish(built, history, cpu_seconds, seconds=time.perf_counter() - start)
+    return _finish(built, history, cpu_seconds, seconds=time.perf_counter() - start, sparsity=sparse)
+
+
+def _sparsity_hooks(built: "BuiltRun") -> list[Any]:
+    """The run's sparsity hook (``graphprior.sparsity.sparsity_hook``) in a list, or none."""
+    from graphprior.sparsity import sparsity_hook
+
+    return [] if built.config.sparsity is None else [sparsity_hook(built.config, built.train)]
 
 
 def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequence[Any] = ()) -> list[RunRecord]:
@@ -164,10 +187,15 @@ def run_ensemble(configs: Sequence[RunConfig], engine: str = "auto", hooks: Sequ
     one by one otherwise; the records equal those of :func:`run_one` up to float
     tolerance. CPU and wall seconds of a shared call are split evenly among its models.
     ``hooks`` go to ``fit`` (pass them with ``functools.partial`` as a sweep's ``group_fn``).
+    Runs with a ``sparsity`` setting never join a stack: their hook trains one model at a
+    time, so each goes through :func:`run_one`.
     """
     records: dict[str, RunRecord] = {}
     subgroups: dict[tuple, list[BuiltRun]] = {}
     for config in configs:
+        if config.sparsity is not None:
+            records[config.run_id] = guarded(functools.partial(run_one, hooks=hooks), config)
+            continue
         start = time.perf_counter()
         try:
             built = build_run(config)
@@ -226,28 +254,37 @@ def build_run(config: RunConfig) -> BuiltRun:
     return BuiltRun(config, graphs, train, test, model)
 
 
-def _finish(built: BuiltRun, history: Any, cpu_seconds: float, seconds: float) -> RunRecord:
-    """The record of a trained run: outcome, metrics, per-epoch history and features."""
+def _finish(built: BuiltRun, history: Any, cpu_seconds: float, seconds: float,
+            sparsity: Sequence[Any] = ()) -> RunRecord:
+    """The record of a trained run: outcome, metrics, per-epoch history and features (with
+    its ``sparsity`` hook: ``graphprior.sparsity.sparsity_results``, the final mask's features)."""
     status, reason = outcome(history)
     metrics = {**history.final, "fit_seconds": history.seconds, "cpu_seconds": cpu_seconds}
     if status == "done" and built.config.task.kind == "continual":
         metrics |= stream_metrics(built)
+    epochs, features = list(history.epochs), None
+    if sparsity:
+        from graphprior.sparsity import sparsity_results
+
+        extra, epochs, features = sparsity_results(built.config, built.model, sparsity[0], epochs)
+        metrics |= extra
     return make_record(
         built.config, status, reason, seconds=seconds, metrics=metrics,
-        history=list(history.epochs), features=structural_features(built.graphs),
+        history=epochs, features=features if features is not None else structural_features(built.graphs),
         graph_id=graph_id(built.graphs),
     )
 
 
 def stream_metrics(built: BuiltRun) -> dict[str, float]:
-    """The continual task's measures on one fresh stream run without reset
-    (``graphprior.continual.evaluate_stream``), as ``stream_*`` metrics."""
+    """The continual task's measures on one fresh stream run without reset, or with the
+    task's external reset at string starts (``graphprior.continual.evaluate_stream``), as
+    ``stream_*`` metrics."""
     from graphprior.continual import evaluate_stream
 
     task = built.config.task
     seed = int(np.random.SeedSequence([task.seed, built.config.seed]).generate_state(1)[0])
     report = evaluate_stream(built.model, symbols=task.stream_symbols, seed=seed, grammar=task.grammar,
-                             device=built.config.train.device)
+                             device=built.config.train.device, resets=task.reset == "strings")
     return {f"stream_{name}": value for name, value in report.items()}
 
 
@@ -316,10 +353,12 @@ def run_group(configs: Sequence[RunConfig], run_fn: RunFn = run_one) -> list[Run
 # ---------------------------------------------------------------------------------------
 
 
-def pending_runs(runs: Sequence[RunConfig], statuses: dict[str, str], retry_failed: bool = False) -> list[RunConfig]:
-    """Runs still to do: not stored yet, or stored as failed when ``retry_failed``."""
+def pending_runs(runs: Sequence[RunConfig], statuses: dict[str, str], retry_failed: bool = False,
+                 taken: Container[str] = frozenset()) -> list[RunConfig]:
+    """Runs still to do: not stored yet, or stored as failed when ``retry_failed``; runs in
+    ``taken`` (under a live claim of another driver) are left to it."""
     redo = {"failed"} if retry_failed else set()
-    return [r for r in runs if r.run_id not in statuses or statuses[r.run_id] in redo]
+    return [r for r in runs if (r.run_id not in statuses or statuses[r.run_id] in redo) and r.run_id not in taken]
 
 
 def group_runs(runs: Sequence[RunConfig], group_size: int = 1) -> list[list[RunConfig]]:
@@ -345,6 +384,8 @@ class SweepSummary:
     done: int
     failed: int
     seconds: float
+    others: int = 0
+    """Runs of this sweep stored meanwhile by other drivers sharing the store."""
 
 
 def run_sweep(
@@ -382,24 +423,98 @@ def store_runs(runs: Sequence[RunConfig], store: str | Path, group_fn: Callable[
                progress: bool = True) -> SweepSummary:
     """The driver of every sweep: skip the runs already in ``store``, send the rest in groups
     (``group_runs``) to ``executor``'s ``group_fn`` and store each record as it arrives, with
-    a progress bar named ``name``."""
+    a progress bar named ``name``.
+
+    Several drivers may share ``store``: each claims its next groups in the store (as many as
+    its executor runs at once, :func:`claim_wave`) before training them and keeps the claims
+    alive with a heartbeat, so each run is trained once. A driver whose remaining runs are all
+    claimed by live drivers waits and re-checks until they are stored, or takes them over when
+    their claims go stale (a killed driver). A run is still to do while its stored record (or
+    its absence) is what it was when this driver started: a failed run is retried once.
+    """
     start = time.perf_counter()
+    owner = new_owner()
     with ResultsStore(store) as results:
         with store_errors(store):
-            todo = pending_runs(runs, results.statuses(), retry_failed)
+            before = results.stored()
+            todo = pending_runs(runs, {run_id: stored[0] for run_id, stored in before.items()}, retry_failed)
             if todo:
                 results.check_writable()
+            beat = results.claim_timeout() / BEATS_PER_TIMEOUT
+        plan = ClaimPlan(todo, before, group_size, claim_wave(executor))
         counts = {"done": 0, "failed": 0}
         bar = tqdm(total=len(todo), unit="run", desc=name, disable=not progress, dynamic_ncols=True)
-        with bar:
-            for records in executor.map_unordered(group_fn, group_runs(todo, group_size)):
-                for record in records:
+        with bar, (Heartbeat(store, owner, beat) if todo else contextlib.nullcontext()):
+            try:
+                while todo:
                     with store_errors(store):
-                        results.add(record)
-                    counts[record.status] += 1
-                bar.set_postfix(counts, refresh=False)
-                bar.update(len(records))
+                        groups = plan.claim(results, owner)
+                    bar.update(counts["done"] + counts["failed"] + plan.others - bar.n)
+                    if not groups:
+                        if not plan.waiting:
+                            break
+                        time.sleep(min(beat, WAIT_SECONDS))  # the rest is claimed by live drivers
+                        continue
+                    for records in executor.map_unordered(group_fn, groups):
+                        for record in records:
+                            with store_errors(store):
+                                results.add(record, owner)
+                            counts[record.status] += 1
+                        bar.set_postfix(counts, refresh=False)
+                        bar.update(len(records))
+            finally:
+                if todo:
+                    with store_errors(store):
+                        results.release(owner)
     return SweepSummary(
         total=len(runs), skipped=len(runs) - len(todo), done=counts["done"],
-        failed=counts["failed"], seconds=time.perf_counter() - start,
+        failed=counts["failed"], seconds=time.perf_counter() - start, others=plan.others,
     )
+
+
+BEATS_PER_TIMEOUT = 6
+"""A driver refreshes its claims six times per claim timeout."""
+WAIT_SECONDS = 1.0
+"""How often a driver whose remaining runs are claimed by others re-checks them (at most)."""
+
+
+def claim_wave(executor: Executor) -> int | None:
+    """Groups a driver claims at once: as many as its executor runs at once (a local pool: its
+    workers; in-process: one), so the other drivers find the rest unclaimed; None (all of them)
+    for an executor of unknown width, such as Ray, whose cluster schedules them."""
+    if isinstance(executor, SerialExecutor):
+        return 1
+    workers = getattr(executor, "workers", None)
+    return workers if isinstance(workers, int) and workers >= 1 else None
+
+
+@dataclass
+class ClaimPlan:
+    """The runs a driver set out to do (``todo``, with the store as it found it: ``before``),
+    and what it claims next: the first ``wave`` groups of those still open and unclaimed."""
+
+    todo: list[RunConfig]
+    before: dict[str, tuple[str, str]]
+    group_size: int
+    wave: int | None
+    attempted: set[str] = field(default_factory=set)
+    others: int = 0  # runs of todo stored by other drivers
+    waiting: bool = False  # open runs remain under live claims of other drivers
+
+    def claim(self, results: ResultsStore, owner: str) -> list[list[RunConfig]]:
+        """Claim the next groups in ``results`` (one transaction) and return them."""
+        chosen: list[list[RunConfig]] = []
+
+        def choose(stored: dict[str, tuple[str, str]], taken: set[str]) -> list[str]:
+            fresh = [r for r in self.todo if r.run_id not in self.attempted]
+            still_open = [r for r in fresh if stored.get(r.run_id) == self.before.get(r.run_id)]
+            self.others = len(self.todo) - len(self.attempted) - len(still_open)
+            free = [r for r in still_open if r.run_id not in taken]
+            self.waiting = len(free) < len(still_open)
+            chosen[:] = group_runs(free, self.group_size)[: self.wave]
+            return [run.run_id for group in chosen for run in group]
+
+        claimed = set(results.claim(owner, choose))
+        groups = [[run for run in group if run.run_id in claimed] for group in chosen]
+        self.attempted.update(claimed)
+        return [group for group in groups if group]

@@ -87,7 +87,11 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 def read_frame(path: str | Path, argument: str = "source") -> pd.DataFrame:
     """Read a table written by :func:`write_table` (or any CSV/Parquet file)."""
     path = check_table_path(path, argument)
-    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    try:
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except ValueError as error:  # pandas' parser and pyarrow errors name neither file nor argument
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{argument}: {path} is not a readable table ({reason})") from None
 
 
 def normalise(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 A store ``results.db`` keeps its runs' weights in the folder ``results.db.weights/``:
 ``<run_id>.<stage>.safetensors`` for each kept stage (``init``: the network at
-initialisation; ``final``: after training, pruning and retraining, masks included).
+initialisation; ``rewind``: after epoch ``rewind_epoch`` of its training, for a run whose
+``rewind`` control rewinds there; ``final``: after training, pruning and retraining, masks
+included).
 A file is written under a temporary name and renamed, so a killed run never leaves a
 truncated one, and before its record is stored, so every stored run that asked for weights
 has them. :func:`load_run_model` rebuilds a run's model from its stored config and loads them.
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STAGES = ("init", "final")
+STAGES = ("init", "rewind", "final")
 _SUFFIX = ".safetensors"
 
 
@@ -58,6 +60,18 @@ def _stored_config(store: str | Path, run_id: str) -> dict[str, Any]:
             if record.run_id == run_id:
                 return record.config
     raise ValueError(f"run_id {run_id!r} is not in the store {store}")
+
+
+def kept_weights(store: str | Path) -> dict[str, dict[str, Path]]:
+    """The weight files the store lists: per run that kept weights, its stages (the record's
+    ``kept_weights`` column) and their files beside the store."""
+    from graphprior.store import ResultsStore
+
+    folder = weights_dir(store)
+    with ResultsStore(store, create=False) as results:
+        return {record.run_id: {stage: weights_path(folder, record.run_id, stage)
+                                for stage in record.flat["kept_weights"].split()}
+                for record in results.records() if record.flat.get("kept_weights")}
 
 
 def load_run_model(store: str | Path, run_id: str, stage: str = "final") -> Any:

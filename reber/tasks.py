@@ -51,6 +51,14 @@ __all__ = [
 ]
 
 Negatives = Literal["paper", "hard"]
+Lengths = Literal["uniform", "study"]
+STUDY_LENGTHS = (11, 53)
+"""Length window of the study's dataset (Stier et al. 2021): 11 to 53 symbols."""
+_STUDY_BASE_GROUP = 1500
+"""``lengths="study"``: its negatives' valid bases are drawn as distinct strings in groups
+of this many. Distinct draws favour long strings the more of them are drawn; groups of
+1,500 give the length distribution of the study's invalid strings (mean 18.7, median 18,
+5-95 % 13-26; docs/study.md), 12,500 at once that of its valid ones (mean 23.6)."""
 _MAX_ROUNDS = 50  # rounds of drawing negatives
 _DRAW_BUDGET = 200  # at most this many draws per requested distinct string (plus 10,000)
 
@@ -77,6 +85,10 @@ class EncodedDataset(Dataset):
     """Set for parallel streams (:func:`stream_data`): the rows are ``streams`` streams
     cut into consecutive windows, window-major (row ``w * streams + s`` is window ``w`` of
     stream ``s``), to be read in order with the state carried from window to window."""
+    resets: torch.Tensor | None = None
+    """Bool ``(N, T)``, stream data only (:func:`stream_data` with ``resets=True``): True at
+    the steps where the carried state is zeroed before the step is read (every string
+    start), the external reset of Gers, Schmidhuber & Cummins (2000)."""
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -308,6 +320,16 @@ def _break_at(base: str, position: int, grammar: Grammar, rng: np.random.Generat
 _PAPER_MIX = {"foreign": 0.56, "third": 0.28, "later": 0.16}
 
 
+def _study_bases(grammar: Grammar, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` valid strings in ``STUDY_LENGTHS``, distributed as the grammar draws them and
+    distinct within each group of ``_STUDY_BASE_GROUP``."""
+    bases: list[str] = []
+    while len(bases) < n:
+        group = min(_STUDY_BASE_GROUP, n - len(bases))
+        bases += _distinct_valid(grammar, group, rng, *STUDY_LENGTHS, "grammar")
+    return bases
+
+
 def paper_negatives(bases: Sequence[str], grammar: str | Grammar, rng: np.random.Generator) -> list[str]:
     """Invalid strings like the study's dataset, one per valid ``base`` string: with
     probability 0.56 its inner symbols renamed using letters outside the alphabet,
@@ -359,9 +381,10 @@ _NEGATIVES = {"paper": paper_negatives, "hard": hard_negatives}
 
 def _distinct_negatives(
     kind: Negatives, grammar: Grammar, n: int, rng: np.random.Generator,
-    min_length: int | None, max_length: int | None,
+    min_length: int | None, max_length: int | None, lengths: Lengths = "uniform",
 ) -> list[str]:
-    """``n`` distinct invalid strings made by ``kind`` from freshly sampled valid strings.
+    """``n`` distinct invalid strings made by ``kind`` from freshly sampled valid strings
+    (``lengths="study"``: distinct in groups, see ``_STUDY_BASE_GROUP``).
 
     ``hard`` negatives are kept inside the positives' length window, so that an insertion
     or deletion at its edge never lets length alone give the class away.
@@ -373,7 +396,8 @@ def _distinct_negatives(
         need = n - len(found)
         if need == 0:
             break
-        bases = grammar.sample(need, rng, min_length, max_length, lengths="uniform")
+        bases = (_study_bases(grammar, need, rng) if lengths == "study"
+                 else grammar.sample(need, rng, min_length, max_length, lengths="uniform"))
         for s in _NEGATIVES[kind](bases, grammar, rng):
             if low <= len(s) <= high and not grammar.is_valid(s):
                 found[s] = None
@@ -402,8 +426,11 @@ def classification_strings(
     seed: int = 0,
     min_length: int = 11,
     max_length: int = 35,
+    lengths: Lengths = "uniform",
 ) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
     """The raw ``(strings, labels)`` of the train and test splits of :func:`classification_data`."""
+    if lengths not in ("uniform", "study"):
+        raise ValueError(f"lengths must be 'uniform' or 'study', got {lengths!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 4 or n % 2:
         raise ValueError(f"n must be an even integer >= 4 (half valid, half invalid), got {n!r}")
     if negatives not in _NEGATIVES:
@@ -412,8 +439,10 @@ def classification_strings(
     g = get_grammar(grammar)
     rng = np.random.default_rng(seed)
     half = n // 2
-    positives = _distinct_valid(g, half, rng, min_length, max_length, "uniform")
-    negative = _distinct_negatives(negatives, g, half, rng, min_length, max_length)
+    if lengths == "study":
+        min_length, max_length = STUDY_LENGTHS
+    positives = _distinct_valid(g, half, rng, min_length, max_length, "grammar" if lengths == "study" else "uniform")
+    negative = _distinct_negatives(negatives, g, half, rng, min_length, max_length, lengths)
     n_test = min(max(round(half * test_fraction), 1), half - 1)
     splits = []
     for part in (slice(n_test, None), slice(None, n_test)):
@@ -432,6 +461,7 @@ def classification_data(
     seed: int = 0,
     min_length: int = 11,
     max_length: int = 35,
+    lengths: Lengths = "uniform",
 ) -> tuple[EncodedDataset, EncodedDataset]:
     """Balanced valid-vs-invalid classification, de-duplicated, train/test disjoint.
 
@@ -441,8 +471,14 @@ def classification_data(
     ``[min_length, max_length]``; the defaults mimic the study's dataset (valid
     strings of 11 to 53 symbols, mostly 15 to 32). Each class is split by
     ``test_fraction``. Encoded with :func:`classification_vocabulary`.
+
+    ``lengths="study"`` matches the study's length distributions instead (docs/study.md):
+    valid strings distinct and distributed as the grammar draws them in
+    ``STUDY_LENGTHS`` (``min_length``/``max_length`` do not apply), negatives made from
+    such strings drawn in groups (``_STUDY_BASE_GROUP``), so they are shorter, as there.
     """
-    train, test = classification_strings(n, negatives, grammar, test_fraction, seed, min_length, max_length)
+    train, test = classification_strings(n, negatives, grammar, test_fraction, seed, min_length, max_length,
+                                         lengths)
     vocabulary = classification_vocabulary(grammar)
     return encode_classification(*train, vocabulary), encode_classification(*test, vocabulary)
 
@@ -529,6 +565,7 @@ def stream_data(
     window: int = 50,
     grammar: str | Grammar = EMBEDDED_REBER,
     seed: int = 0,
+    resets: bool = False,
 ) -> EncodedDataset:
     """Continual prediction as Gers, Schmidhuber & Cummins (2000) defined it: ``streams``
     independent seeded streams of concatenated strings, each ``windows * window`` symbols
@@ -537,7 +574,9 @@ def stream_data(
     state to the next batch of ``streams`` rows runs every stream unbroken (truncated
     backpropagation through time over ``window`` steps). Every step is scored from the
     stream's first symbol on (the state knows where it is); ``long_range`` marks the T/P
-    steps. ``streams = 1`` is one long stream, as for the paper's stream evaluation."""
+    steps. ``streams = 1`` is one long stream, as for the paper's stream evaluation.
+    ``resets=True`` adds the paper's "external reset" condition: ``resets`` flags every
+    string start (``ContinualReber.start_mask``), where a stateful model zeroes its state."""
     for value, name in ((streams, "streams"), (windows, "windows"), (window, "window")):
         _check_positive(value, name)
     process = ContinualReber(get_grammar(grammar))
@@ -547,6 +586,8 @@ def stream_data(
         encoded = encode_stream(stream, window, process)
         encoded.weights = torch.ones_like(encoded.weights)  # scored from the stream's first symbol on
         encoded.long_range = torch.from_numpy(process.long_range_mask(stream).reshape(windows, window))
+        if resets:
+            encoded.resets = torch.from_numpy(process.start_mask(stream).reshape(windows, window))
         pieces.append(encoded)
     order = torch.arange(streams * windows).view(streams, windows).t().reshape(-1)  # window-major
     return EncodedDataset(
@@ -560,6 +601,7 @@ def stream_data(
         long_range=torch.cat([p.long_range for p in pieces])[order],
         strings=[p.strings[w] for w in range(windows) for p in pieces],
         streams=streams,
+        resets=torch.cat([p.resets for p in pieces])[order] if resets else None,
     )
 
 

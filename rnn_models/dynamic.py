@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+from copy import deepcopy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -260,13 +261,41 @@ class DynamicSparsity(Hook):
         """The first epoch whose mask overlaps the final one by at least ``threshold`` (Jaccard)."""
         return next((o["epoch"] for o in self.overlap_with_final() if o["jaccard"] >= threshold), None)
 
-    def _write_masks(self, use_allowed: bool = False) -> None:
-        """Put each matrix's alive (or, with ``use_allowed``, allowed) connections into its
-        holder's mask, which zeroes the weights left out."""
+    def holder_masks(self, vector: torch.Tensor | None = None) -> dict[tuple[nn.Module, str], torch.Tensor]:
+        """The mask of each managed (holder, weight) with the connections of ``vector`` alive
+        (a ``mask_vector()``, e.g. one of ``epoch_masks``; default: the current one), the
+        holders' other entries as they are; nothing is written (see ``masked_copy``)."""
+        vector = self.mask_vector() if vector is None else vector
+        if vector.shape != (sum(len(m.alive) for m in self.matrices),):
+            raise ValueError(f"vector must be a mask_vector() of {sum(len(m.alive) for m in self.matrices)} "
+                             f"connections, got shape {tuple(vector.shape)}")
+        parts = dict(zip(self.matrices, torch.split(vector, [len(m.alive) for m in self.matrices])))
+        return self._masks(lambda m: parts[m].to(m.alive.device))
+
+    def masked_copy(self, model: nn.Module, vector: torch.Tensor) -> nn.Module:
+        """A copy of ``model`` (the one this hook trained) whose managed masks are those of
+        ``vector`` (``holder_masks``): the structure at an earlier epoch, for its features."""
+        names = {id(module): name for name, module in model.named_modules()}
+        copy = deepcopy(model)
+        modules = dict(copy.named_modules())
+        for (holder, weight), mask in self.holder_masks(vector).items():
+            modules[names[id(holder)]].set_mask(weight, mask)
+        return copy
+
+    def _masks(self, connections: Any) -> dict[tuple[nn.Module, str], torch.Tensor]:
+        """Each (holder, weight)'s mask with ``connections(matrix)`` alive in each matrix."""
+        masks = {}
         for (holder, weight), group in self._by_weight().items():
             mask = group[0].weight_class.mask().clone()
             for m in group:
-                mask.view(-1)[m.entries] = (m.allowed if use_allowed else m.alive).expand_as(m.entries)
+                mask.view(-1)[m.entries] = connections(m).expand_as(m.entries)
+            masks[(holder, weight)] = mask
+        return masks
+
+    def _write_masks(self, use_allowed: bool = False) -> None:
+        """Put each matrix's alive (or, with ``use_allowed``, allowed) connections into its
+        holder's mask, which zeroes the weights left out."""
+        for (holder, weight), mask in self._masks(lambda m: m.allowed if use_allowed else m.alive).items():
             holder.set_mask(weight, mask)
 
     def _by_weight(self) -> dict[tuple[nn.Module, str], list[SparseMatrix]]:

@@ -19,8 +19,15 @@ from torch.nn.utils.rnn import PackedSequence
 from rnn_models import native
 from rnn_models.engines import check_engine, choose_engine
 from rnn_models.masked import GATES, make_rnn
+from rnn_models.train import sequence_output
 
 SequenceBatch = Union[torch.Tensor, PackedSequence]
+GATE_MASKS = {
+    "tiled": lambda mask, gates: mask.repeat(gates, 1),
+    "row_repeated": lambda mask, gates: mask.repeat_interleave(gates, dim=0),
+}
+"""How a connection's ``(w, in)`` mask becomes the ``(G*w, in)`` mask of a block's input
+weight: tiled per gate block (correct), or rows repeated in place (the study's bug)."""
 _PARAMETERS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 """A fused layer's parameters, in the order ``rnn_models.native.network_plan`` lays them out."""
 
@@ -168,13 +175,23 @@ class LayeredRNN(nn.Module):
     way (batched float32 CPU tensors only), ``"torch"`` one torch kernel call per DAG layer
     (any input), ``"auto"`` (default) whichever ``rnn_models.engines.choose_engine`` picks
     for each input. Both compute the same function; the attribute may be changed later.
+
+    ``gate_masks = "row_repeated"`` reproduces the study's bug: each connection mask's rows
+    repeated ``gates`` times in place (``np.repeat(mask, gates, 0)``), so row ``r`` of a
+    block's ``(G*w, in)`` input weight gets mask row ``r // G`` instead of ``r % w``; the
+    default ``"tiled"`` repeats the whole mask per gate block. Plain RNN cells (one gate)
+    are the same either way.
     """
 
     def __init__(self, structure: LayeredStructure, input_size: int, cell: str = "rnn_tanh",
-                 batch_first: bool = False, bias: bool = True, engine: str = "auto") -> None:
+                 batch_first: bool = False, bias: bool = True, engine: str = "auto",
+                 gate_masks: str = "tiled") -> None:
         super().__init__()
         if not isinstance(structure, LayeredStructure):
             raise ValueError(f"structure must be a LayeredStructure, got {type(structure).__name__}")
+        if gate_masks not in GATE_MASKS:
+            raise ValueError(f"gate_masks must be one of {list(GATE_MASKS)}, got {gate_masks!r}")
+        self.gate_masks = gate_masks
         if input_size < 1:
             raise ValueError(f"input_size must be >= 1, got {input_size}")
         if cell not in GATES:
@@ -254,7 +271,7 @@ class LayeredRNN(nn.Module):
         for b in range(blocks):
             where = self.block_slices(layer, b)
             conn = None if layer == 0 else self.connections[layer][b].mask
-            ih_mask[where["weight_ih_l0"]] = True if conn is None else conn.repeat(gates, 1)
+            ih_mask[where["weight_ih_l0"]] = True if conn is None else GATE_MASKS[self.gate_masks](conn, gates)
             hh_mask[where["weight_hh_l0"]] = unit_hh.repeat(gates, 1)
         module = make_rnn(self.cell, sum(in_widths), blocks * width, batch_first=self.batch_first, bias=self.bias,
                           ih_mask=None if bool(ih_mask.all()) else ih_mask,
@@ -390,3 +407,60 @@ class PerConnectionLayeredRNN(nn.Module):
                 own = self.block_module(j, source)
                 for name, index in fused.block_slices(j, b).items():
                     getattr(layer, name)[index] = getattr(own, name)
+
+
+class EmbeddedInput(nn.Module):
+    """A recurrent module behind a trainable symbol embedding, as the study fed its network.
+
+    The study (Stier, Darji & Granitzer 2021) embedded each symbol with ``nn.Embedding`` into
+    as many features as its first DAG layer has units (``features``) before the recurrent
+    layers. Here the embedding is a bias-free linear map of the one-hot input, initialised
+    N(0, 1) like ``nn.Embedding``: on a symbol it is the same lookup, and a pad step (all
+    zeros) stays zero. ``rnn`` takes ``features`` inputs; ``batch_first``, ``output_size``
+    and ``engine`` are the wrapped module's.
+
+    ``pad=True`` feeds pad steps the study's pad symbol instead: its code 0 had an
+    embedding like any symbol (``pad_embedding``, N(0, 1), trained), which only matters
+    where a state after pad steps is read (``PaddedPositionClassifier``).
+    """
+
+    def __init__(self, rnn: nn.Module, input_size: int, features: int, pad: bool = False) -> None:
+        super().__init__()
+        if input_size < 1 or features < 1:
+            raise ValueError(f"input_size and features must be >= 1, got {input_size} and {features}")
+        self.embedding = nn.Linear(input_size, features, bias=False)
+        nn.init.normal_(self.embedding.weight)
+        if pad:
+            self.pad_embedding = nn.Parameter(torch.randn(features))
+        self.rnn = rnn
+        self.batch_first = getattr(rnn, "batch_first", False)
+
+    @property
+    def output_size(self) -> int:
+        """Features per step of the output sequence: the wrapped module's."""
+        return int(self.rnn.output_size)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The wrapped module's ``(output, states)`` on the embedded input."""
+        embedded = self.embedding(input)
+        if hasattr(self, "pad_embedding"):
+            is_pad = (input.sum(-1, keepdim=True) == 0).to(embedded.dtype)
+            embedded = embedded + is_pad * self.pad_embedding
+        return self.rnn(embedded)
+
+
+class PaddedPositionClassifier(nn.Module):
+    """The study's readout, a bug kept as an option: one logit per sequence from the
+    recurrent output at the batch's last (padded) step, ``output[-1]`` in the study's code,
+    so every sequence shorter than its batch's longest is scored on a state that has read
+    pad steps after its end. ``rnn.SequenceClassifier`` reads each sequence's true last
+    step instead. Same attributes (``rnn``, ``readout``) and call as that class.
+    """
+
+    def __init__(self, rnn: nn.Module, output_size: int | None = None) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.readout = nn.Linear(output_size or int(rnn.output_size), 1)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.readout(sequence_output(self.rnn, inputs, lengths)[:, -1]).squeeze(1)

@@ -86,6 +86,22 @@ def _detached(state: Any) -> Any:
     return tuple(_detached(s) for s in state) if isinstance(state, tuple) else state.detach()
 
 
+def _zero_rows(state: Any, rows: torch.Tensor) -> Any:
+    """A batched recurrent state (``(layers, B, H)`` tensors, or nested tuples of them)
+    with the batch rows where ``rows`` (bool ``(B,)``) is True set to zero."""
+    if isinstance(state, tuple):
+        return tuple(_zero_rows(s, rows) for s in state)
+    return state.masked_fill(rows.view(1, -1, 1), 0.0)
+
+
+def reset_pieces(resets: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, end)`` steps of the pieces a window of ``resets`` (bool ``(B, T)``) is cut
+    into: a new piece wherever some row resets, so a fused kernel runs each piece whole."""
+    steps = resets.shape[1]
+    cuts = sorted({0, *resets.any(0).nonzero().flatten().tolist()})
+    return list(zip(cuts, cuts[1:] + [steps]))
+
+
 class NextSymbolModel(nn.Module):
     """Logits over the vocabulary at every step: which symbols may come next.
 
@@ -94,7 +110,10 @@ class NextSymbolModel(nn.Module):
     time), so consecutive batches continue their streams row by row; ``reset_state()``
     (the training loop calls it at each epoch's and each evaluation's start) starts from
     zero again. Needs a torch recurrent module (masked or not) taking an initial state, or a
-    ``LayeredRNN`` (its ``forward_state``, on torch's kernels).
+    ``LayeredRNN`` (its ``forward_state``, on torch's kernels). ``resets`` (bool ``(B, T)``,
+    from the data's ``resets``; stateful only) zeroes a row's state before each flagged
+    step: the window is run in pieces cut at the flagged steps (``reset_pieces``), since
+    fused kernels cannot reset inside a sequence.
     """
 
     def __init__(self, rnn: nn.Module, vocab_size: int, output_size: int | None = None,
@@ -116,14 +135,25 @@ class NextSymbolModel(nn.Module):
         """Start the next call from a zero state."""
         self.state = None
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, resets: torch.Tensor | None = None) -> torch.Tensor:
         if not self.stateful:
+            if resets is not None:
+                raise ValueError("resets need a model that carries its state: NextSymbolModel(..., stateful=True)")
             return self.readout(sequence_output(self.rnn, inputs, lengths))
+        if resets is not None and tuple(resets.shape) != tuple(inputs.shape[:2]):
+            raise ValueError(f"resets must have shape {tuple(inputs.shape[:2])}, got {tuple(resets.shape)}")
+        time_dim = 1 if self.rnn.batch_first else 0
         if not self.rnn.batch_first:
             inputs = inputs.transpose(0, 1)
         step = getattr(self.rnn, "forward_state", self.rnn)  # LayeredRNN: all blocks' states
-        out, state = step(inputs, self.state)
+        state, outs = self.state, []
+        for start, end in [(0, inputs.shape[time_dim])] if resets is None else reset_pieces(resets):
+            if resets is not None and state is not None:
+                state = _zero_rows(state, resets[:, start])
+            out, state = step(inputs.narrow(time_dim, start, end - start), state)
+            outs.append(out)
         self.state = _detached(state)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, time_dim)
         return self.readout(out if self.rnn.batch_first else out.transpose(0, 1))
 
 
@@ -150,6 +180,7 @@ class PreparedData:
     targets: torch.Tensor
     weights: torch.Tensor | None
     streams: int | None = None
+    resets: torch.Tensor | None = None
 
 
 def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
@@ -178,6 +209,9 @@ def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
     if streams is not None and (task != "next_symbol" or not isinstance(streams, int) or streams < 1
                                 or n % streams or bool((lengths != steps).any())):
         raise ValueError(f"{name}.streams must divide the {n} rows of full-length next_symbol windows, got {streams!r}")
+    resets = getattr(data, "resets", None)
+    if resets is not None and (streams is None or tuple(resets.shape) != (n, steps)):
+        raise ValueError(f"{name}.resets must be a bool ({n}, {steps}) tensor of stream data (with streams set)")
     return PreparedData(
         task=task,
         inputs=inputs.to(device, torch.float32),
@@ -185,6 +219,7 @@ def prepare_data(data: Any, name: str, device: torch.device) -> PreparedData:
         targets=targets.to(device, torch.float32),
         weights=None if weights is None else weights.to(device, torch.float32),
         streams=streams,
+        resets=None if resets is None else resets.to(device, torch.bool),
     )
 
 
@@ -251,6 +286,12 @@ def reset_states(model: nn.Module) -> None:
     for module in model.modules():
         if callable(getattr(module, "reset_state", None)):
             module.reset_state()
+
+
+def batch_resets(data: PreparedData, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The keyword a batch of stream data with resets passes to the model (``{"resets":
+    rows}``), none for other data: only stateful models take it."""
+    return {} if data.resets is None else {"resets": data.resets.index_select(0, index.to(data.resets.device))}
 
 
 def slice_batch(data: PreparedData, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -412,11 +453,11 @@ class Solo:
         self.parameters = list(model.parameters())
 
     def losses(self, task: str, inputs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-               weights: torch.Tensor | None) -> torch.Tensor:
-        return task_loss(task, self.module(inputs, lengths), targets, lengths, weights).unsqueeze(0)
+               weights: torch.Tensor | None, **resets: torch.Tensor) -> torch.Tensor:
+        return task_loss(task, self.module(inputs, lengths, **resets), targets, lengths, weights).unsqueeze(0)
 
-    def logits(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.module(inputs, lengths).unsqueeze(0)
+    def logits(self, inputs: torch.Tensor, lengths: torch.Tensor, **resets: torch.Tensor) -> torch.Tensor:
+        return self.module(inputs, lengths, **resets).unsqueeze(0)
 
     def clip(self, max_norm: float) -> None:
         clip_gradients(self.parameters, max_norm)
@@ -438,8 +479,8 @@ def _predict(stack: Any, data: PreparedData, batch_size: int, bucket: bool) -> t
     logits = torch.zeros((stack.num_models,) + rows, device=data.inputs.device)
     for index in data_batches(data, batch_size, bucket, None):
         inputs, lengths, _, _ = slice_batch(data, index)
+        out = stack.logits(inputs, lengths, **batch_resets(data, index))
         index = index.to(logits.device)
-        out = stack.logits(inputs, lengths)
         if data.task == "classify":
             logits[:, index] = out
         else:
@@ -498,7 +539,8 @@ class _Loop:
         device = self.train_data.inputs.device
         self.live = torch.tensor(on, dtype=torch.long, device=device)
 
-    def step(self, batch: tuple[torch.Tensor, ...], epoch: int, totals: list[float], seen: list[int]) -> None:
+    def step(self, batch: tuple[torch.Tensor, ...], epoch: int, totals: list[float], seen: list[int],
+             resets: dict[str, torch.Tensor] | None = None) -> None:
         """One optimizer step on one batch for every active model. A model whose loss is not
         finite fails and leaves the stack (its slice is zeroed), and the batch is run again
         without it: no arithmetic mixes models, so the others' step is what it is alone."""
@@ -507,7 +549,7 @@ class _Loop:
         self.call("before_batch")
         while True:
             state.optimizer.zero_grad(set_to_none=True)
-            losses = stack.losses(self.train_data.task, inputs, lengths, targets, weights)
+            losses = stack.losses(self.train_data.task, inputs, lengths, targets, weights, **(resets or {}))
             values = losses.detach().tolist()
             bad = [k for k, v in enumerate(values) if state.active[k] and not math.isfinite(v)]
             if not bad:
@@ -539,7 +581,7 @@ class _Loop:
         reported = [k for k, active in enumerate(state.active) if active]
         totals, seen, left = [0.0] * len(self.runs), [0] * len(self.runs), []
         for index in data_batches(self.train_data, self.config.batch_size, self.config.bucket, generator):
-            self.step(slice_batch(self.train_data, index), epoch, totals, seen)
+            self.step(slice_batch(self.train_data, index), epoch, totals, seen, batch_resets(self.train_data, index))
             stopping = [k for k in state._stops if state.active[k]]
             self.retire(stopping, "done", state._stops)
             left += stopping
@@ -626,7 +668,9 @@ def fit(model: nn.Module | Sequence[nn.Module], train: Any, test: Any, config: T
     after every epoch; return its ``History`` (a list of them for a sequence).
 
     ``model(inputs, lengths)`` returns one logit per sequence (task ``classify``) or
-    ``(B, T, V)`` logits (``next_symbol``). ``metrics`` maps names to callables
+    ``(B, T, V)`` logits (``next_symbol``); stream data with ``resets`` (``reber.tasks.
+    stream_data(..., resets=True)``) is read as ``model(inputs, lengths, resets=rows)``.
+    ``metrics`` maps names to callables
     ``(logits, targets, lengths) -> float`` called on the whole test set (logits in the
     dataset's order, padded to its full length) besides the built-in ``test_loss`` and
     ``test_acc``. A NaN/inf loss ends a model's run with status ``"failed"``; ``patience``

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphprior.continual import evaluate_stream, stream_task
 from reber.grammar import ContinualReber, get_grammar
 from reber.metrics import stream_report
 from reber.tasks import stream_data
 from rnn_models.masked import make_rnn, open_forget_gate
-from rnn_models.train import NextSymbolModel, TrainConfig, fit, predict
+from rnn_models.train import NextSymbolModel, TrainConfig, fit, predict, reset_pieces
 
 PROCESS = ContinualReber(get_grammar("embedded"))
 
@@ -167,3 +171,192 @@ def test_the_first_error_is_counted_at_the_right_position_on_a_constructed_model
     assert report["solved"] == 0.0
     same = ((targets > 0.5) == allowed).all(dim=1)
     assert report["symbol_accuracy"] == pytest.approx(float(same.float().mean()))
+
+
+# --------------------------------------------------------------------------- external reset
+def string_pieces(data, stream: int) -> list[torch.Tensor]:
+    """The inputs of one stream of ``data`` cut at its string starts (the last piece may
+    be a string the stream cut short)."""
+    rows = range(stream, len(data.lengths), data.streams)
+    inputs = torch.cat([data.inputs[r] for r in rows])
+    starts = torch.cat([data.resets[r] for r in rows]).nonzero().flatten().tolist() + [len(inputs)]
+    return [inputs[a:b] for a, b in zip(starts, starts[1:])]
+
+
+def layered_model(cell: str) -> NextSymbolModel:
+    from rnn_models.layered import LayerConnection, LayeredRNN, LayeredStructure
+
+    structure = LayeredStructure((3, 2, 4), (LayerConnection(0, 1, torch.ones(2, 3, dtype=torch.bool)),
+                                             LayerConnection(1, 2, torch.ones(4, 2, dtype=torch.bool)),
+                                             LayerConnection(0, 2, torch.eye(4, 3, dtype=torch.bool))))
+    torch.manual_seed(3)
+    return NextSymbolModel(LayeredRNN(structure, 7, cell=cell, batch_first=True), 7, stateful=True)
+
+
+def reset_model(kind: str) -> NextSymbolModel:
+    """Every cell type dense, masked (a ring), the LSTM without forget gate, layered."""
+    if kind.startswith("layered_"):
+        return layered_model(kind.removeprefix("layered_"))
+    torch.manual_seed(0)
+    cell, _, variant = kind.partition(":")
+    ring = (torch.eye(8, dtype=torch.bool) | torch.eye(8, dtype=torch.bool).roll(1, 1)) if variant == "masked" else None
+    rnn = make_rnn(cell, 7, 8, batch_first=True, hh_mask=ring)
+    if variant == "no_forget":
+        open_forget_gate(rnn)
+    return NextSymbolModel(rnn, 7, stateful=True)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu", "lstm:masked", "gru:masked",
+                                  "lstm:no_forget", "layered_lstm", "layered_gru"])
+def test_with_resets_the_carried_state_equals_each_string_from_a_zero_state(kind):
+    data = stream_data(streams=3, windows=6, window=10, seed=1, resets=True)
+    assert data.resets.shape == (18, 10) and data.resets.dtype == torch.bool
+    assert bool(data.resets[3:, 0].any())  # some later window starts with a string: reset at its first step
+    model = reset_model(kind)
+    logits = predict(model, data)                                   # windows, state carried, reset at starts
+    carried = predict(model, stream_data(streams=3, windows=6, window=10, seed=1))  # the same streams, no reset
+    model.stateful = False
+    for s in range(3):
+        mine = torch.cat([logits[r] for r in range(s, 18, 3)])
+        pieces = string_pieces(data, s)
+        assert len(pieces) >= 5 and sum(len(p) for p in pieces) == 60
+        expected = torch.cat([model(p.unsqueeze(0), torch.tensor([len(p)]))[0] for p in pieces])
+        torch.testing.assert_close(mine, expected)
+        unreset = torch.cat([carried[r] for r in range(s, 18, 3)])
+        assert not torch.allclose(unreset, expected, atol=1e-4)    # without resets the state runs on
+    with pytest.raises(ValueError, match="resets need a model that carries its state"):
+        model(data.inputs[:3], data.lengths[:3], resets=data.resets[:3])
+
+
+def test_string_starts_are_the_reset_flags_and_the_windows_are_cut_there():
+    data = stream_data(streams=2, windows=3, window=10, seed=5, resets=True)
+    for s in range(2):
+        stream = "".join(data.strings[w * 2 + s] for w in range(3))
+        assert torch.equal(torch.cat([data.resets[w * 2 + s] for w in range(3)]),
+                           torch.from_numpy(PROCESS.start_mask(stream)))
+    assert stream_data(streams=2, windows=3, window=10, seed=5).resets is None
+    flags = torch.zeros(2, 8, dtype=torch.bool)
+    flags[0, 3] = flags[1, 5] = flags[1, 3] = True
+    assert reset_pieces(flags) == [(0, 3), (3, 5), (5, 8)]
+    flags[0, 0] = True
+    assert reset_pieces(flags) == [(0, 3), (3, 5), (5, 8)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=9, max_size=9), min_size=1, max_size=4))
+def test_reset_pieces_cover_the_window_and_start_exactly_at_the_flagged_steps(rows):
+    flags = torch.tensor(rows, dtype=torch.bool)
+    pieces = reset_pieces(flags)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 9
+    assert all(end == start for (_, end), (start, _) in zip(pieces, pieces[1:])) and all(a < b for a, b in pieces)
+    assert {a for a, _ in pieces} - {0} == {t for t in range(9) if bool(flags[:, t].any())} - {0}
+
+
+class StepCounter(torch.nn.Module):
+    """A constructed recurrent module: its output and state count the steps since its state
+    was last zeroed (1 at the step read right after a reset); it keeps every output."""
+
+    batch_first = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: list[torch.Tensor] = []
+
+    def forward_state(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        before = torch.zeros(1, x.shape[0], 1) if hx is None else hx
+        counts = before[0].unsqueeze(1) + torch.arange(1, x.shape[1] + 1, dtype=torch.float32).view(1, -1, 1)
+        self.outputs.append(counts)
+        return counts, counts[:, -1].unsqueeze(0)
+
+
+def counts_from(starts: torch.Tensor) -> torch.Tensor:
+    """Steps since the last flagged step, 1 at a flagged step (the first step counts 1)."""
+    counts, count = [], 0
+    for flag in starts.tolist():
+        count = 1 if flag else count + 1
+        counts.append(count)
+    return torch.tensor(counts, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("resets", [False, True])
+def test_evaluate_stream_resets_exactly_at_string_starts_or_never(resets):
+    counter = StepCounter()
+    model = NextSymbolModel(counter, 7, output_size=1, stateful=True)
+    evaluate_stream(model, symbols=3000, window=1000, seed=11, resets=resets)
+    seen = torch.cat([out[0, :, 0] for out in counter.outputs])
+    assert len(seen) == 3000
+    stream = "".join(stream_data(streams=1, windows=3, window=1000, seed=11).strings)
+    starts = torch.from_numpy(PROCESS.start_mask(stream))
+    if resets:
+        assert int(starts.sum()) > 100
+        assert torch.equal(seen, counts_from(starts))          # zeroed at every string start, nowhere else
+    else:
+        assert torch.equal(seen, torch.arange(1, 3001, dtype=torch.float32))  # never zeroed inside the stream
+
+
+def test_fit_passes_the_resets_of_stream_batches_to_the_model():
+    train, test = stream_task(train_windows=12, test_windows=3, streams=4, window=20, seed=2, resets=True)
+    assert train.resets is not None and test.resets is not None
+    counter = StepCounter()
+    model = NextSymbolModel(counter, 7, output_size=1, stateful=True)
+    history = fit(model, train, test, TrainConfig(epochs=1, lr=0.01))
+    assert history.status == "done"
+    training = [out[:, :, 0] for out in counter.outputs if out.shape[0] == 4]  # not the 1-stream test data
+    trained = torch.cat(training, dim=1)                             # the epoch's 3 windows, in pieces
+    flags = torch.cat([train.resets[w * 4:(w + 1) * 4] for w in range(3)], dim=1)
+    assert trained.shape == (4, 60)
+    for s in range(4):
+        assert torch.equal(trained[s], counts_from(flags[s]))
+    plain = stream_task(train_windows=12, test_windows=3, streams=4, window=20, seed=2)
+    assert plain[0].resets is None and torch.equal(plain[0].inputs, train.inputs)
+    unflagged = copy.copy(train)
+    unflagged.streams = None
+    with pytest.raises(ValueError, match=r"train.resets must be a bool \(12, 20\) tensor of stream data"):
+        fit(model, unflagged, test, TrainConfig(epochs=1))
+
+
+def tiny_continual_spec(task: dict) -> dict:
+    return {
+        "name": "protocols",
+        "generators": [{"name": "barabasi_albert", "params": {"n": 8, "m": 2}}],
+        "model": {"cells": ["lstm"]},
+        "tasks": [task],
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.01},
+    }
+
+
+STREAM_TASK = {"kind": "continual", "size": 32, "streams": 4, "window": 20, "stream_symbols": 2000}
+
+
+@pytest.mark.parametrize(("task", "protocol"), [
+    ({"kind": "continual_windows", "size": 8}, "windows"),
+    (STREAM_TASK, "never"),
+    ({**STREAM_TASK, "reset": "strings"}, "strings"),
+])
+def test_the_config_and_the_record_say_which_protocol_ran(task, protocol):
+    from graphprior.spec import expand
+    from graphprior.sweep import run_one
+
+    (config,) = expand(tiny_continual_spec(task))
+    record = run_one(config)
+    assert record.status == "done", record.reason
+    assert record.flat["reset"] == config.task.reset_protocol == protocol
+    assert record.config["task"]["kind"] == task["kind"]
+    assert record.config["task"].get("reset") == ("strings" if protocol == "strings" else None)
+    assert ("stream_solved" in record.metrics) == (protocol != "windows")
+
+
+def test_the_reset_field_keeps_old_run_ids_and_refuses_bad_values():
+    from graphprior.spec import SpecError, TaskSpec, expand
+
+    never, strings = TaskSpec(kind="continual"), TaskSpec(kind="continual", reset="strings")
+    assert "reset" not in never.model_dump() and TaskSpec(kind="continual", reset="never") == never
+    assert strings.model_dump()["reset"] == "strings" and strings != never
+    (old,) = expand(tiny_continual_spec(STREAM_TASK))
+    (explicit,) = expand(tiny_continual_spec({**STREAM_TASK, "reset": "never"}))
+    (reset,) = expand(tiny_continual_spec({**STREAM_TASK, "reset": "strings"}))
+    assert old.run_id == explicit.run_id != reset.run_id
+    with pytest.raises(SpecError, match=r"^tasks\[0\]\.reset: must be 'never' or 'strings', got 'sometimes'$"):
+        expand(tiny_continual_spec({**STREAM_TASK, "reset": "sometimes"}))
+    with pytest.raises(SpecError, match=r"^tasks\[0\]\.reset: 'strings' is only for kind = \"continual\""):
+        expand(tiny_continual_spec({"kind": "continual_windows", "size": 8, "reset": "strings"}))

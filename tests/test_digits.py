@@ -71,3 +71,27 @@ def test_digits_split_stratified_and_scaled():
     assert (again.inputs == train.inputs).all()
     with pytest.raises(ValueError, match="test_fraction"):
         digits(test_fraction=1.0)
+
+
+def _tiny_mnist(folder, rng) -> None:
+    """Four small MNIST IDX files (12 train, 8 test images of 28x28) in ``folder``."""
+    for split, (images_name, labels_name) in MNIST_FILES.items():
+        n = 12 if split == "train" else 8
+        write_idx(folder / images_name, rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), 0x08)
+        write_idx(folder / labels_name, (np.arange(n) % 10).astype(np.uint8), 0x08)
+
+
+def test_the_pruning_benchmark_runs_the_784_100_10_setting_on_idx_files(tmp_path, capsys):
+    """``bench_pruning --idx DIR``: the study's MNIST setting end to end, on tiny files."""
+    from benchmarks import bench_pruning
+
+    _tiny_mnist(tmp_path, np.random.default_rng(0))
+    bench_pruning.main(["--parts", "mnist", "--idx", str(tmp_path), "--seeds", "2", "--epochs", "1",
+                        "--retrain", "1"])
+    out = capsys.readouterr().out
+    assert "MNIST (12 train / 8 test), MLP 784-100-10, 2 seeds" in out
+    rows = [line for line in out.splitlines() if line.startswith("| blinded |")]
+    assert [row.split(" | ")[1] for row in rows] == ["50%", "80%", "90%"]
+    with pytest.raises(SystemExit):
+        bench_pruning.main(["--parts", "mnist"])  # no files: the parser says --idx is needed
+    assert "--parts mnist needs --idx DIR" in capsys.readouterr().err

@@ -480,3 +480,22 @@ def test_rigl_managing_hh_only_ignores_the_other_masked_weights_of_its_holders()
     hook = RigL(0.5, Schedule(update_every=1, drop_fraction=0.3, end_step=4), weights="hh")
     history = fit(model, data, data, TrainConfig(epochs=2, batch_size=8), hooks=[hook])
     assert history.status == "done" and hook.dense_gradient_passes > 0
+
+
+def test_masked_copy_holds_an_earlier_epochs_mask_and_leaves_the_model_alone():
+    model = classifier("lstm")
+    sparse = SET(0.5, schedule=EVERY_STEP, weights="hh")
+    fit(model, sequences(), sequences(16, 1), TrainConfig(lr=0.05, epochs=3, batch_size=8), hooks=[sparse])
+    first, final = sparse.epoch_masks[0], sparse.epoch_masks[-1]
+    assert not torch.equal(first, final)  # SET changed the mask after epoch 1
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    copy_ = sparse.masked_copy(model, first)
+    (m,) = sparse.matrices  # one hh matrix, gates shared: 4 blocks of 6 x 6
+    hh = copy_.rnn.masks["weight_hh_l0"].reshape(4, 36)
+    assert torch.equal(hh, first.expand(4, 36))  # every gate block holds epoch 1's connections
+    assert torch.equal(model.rnn.masks["weight_hh_l0"].reshape(4, 36), final.expand(4, 36))
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # the model is untouched
+    assert torch.equal(sparse.holder_masks()[(m.weight_class.holder, "weight_hh_l0")],
+                       model.rnn.masks["weight_hh_l0"])
+    with pytest.raises(ValueError, match="vector must be a mask_vector"):
+        sparse.holder_masks(torch.ones(5, dtype=torch.bool))

@@ -403,3 +403,29 @@ def test_a_sweep_with_several_tasks_needs_one_chosen():
     assert len(table.frame) == 20
     with pytest.raises(ValueError, match=r"task: 'continual' is not in the table"):
         P.load_table(frame, features=FEATURES, task="continual")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=12), st.integers(2, 6), st.integers(0, 2**16))
+def test_feasible_folds_leave_every_test_fold_two_runs(runs_per_graph, n_splits, seed):
+    """Graphs of a single run (a few in a small store) must not leave a test fold of one row,
+    whichever way the repeats shuffle them; fewer folds are chosen instead, the most that allow it."""
+    groups = np.repeat(np.arange(len(runs_per_graph)), runs_per_graph)
+    frame = pd.DataFrame({"group": groups, "cell": "gru", "density": 0.1, "test_acc": 0.5})
+    table = P.PredictionTable(frame, ("density",), "test_acc")
+    folds = P.feasible_folds(table, n_splits)
+    expected = len(runs_per_graph) if min(runs_per_graph) >= 2 else len(runs_per_graph) // 2
+    assert folds == min(n_splits, expected)
+    if folds >= 2:
+        splits = P.grouped_splits(groups, folds, n_repeats=4, seed=seed)
+        assert min(len(split.test) for split in splits) >= 2
+
+
+def test_feasible_folds_with_single_run_graphs_choose_fewer_folds():
+    """Five graphs, one of them run once: 5 folds could put it alone in a test fold (R² NaN)."""
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4])
+    table = P.PredictionTable(pd.DataFrame({"group": groups, "cell": "gru", "density": 0.1, "test_acc": 0.5}),
+                              ("density",), "test_acc")
+    assert P.feasible_folds(table, 5) == 2
+    assert min(len(split.test) for split in P.grouped_splits(groups, 2, n_repeats=20)) >= 2
+    assert min(len(split.test) for split in P.grouped_splits(groups, 5, n_repeats=1)) == 1  # what it avoids

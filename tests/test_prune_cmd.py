@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sqlite3
@@ -11,23 +12,29 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from graphprior.cli import main
 from graphprior.executors import make_executor
 from graphprior.features import graph_features
 from graphprior.priors import mask_to_graph
+from graphprior import prune as prune_module
 from graphprior.prune import (
     CONTROLS,
     PruneRunConfig,
     expand_prune,
     load_prune_preset,
+    pruned_features,
+    pruned_graphs,
     run_prune,
+    structure_id,
     validate_prune_spec,
 )
 from graphprior.spec import SpecError, expand, preset_names
+from graphprior.sweep import build_run, graph_id, prior_graphs, structural_features
 from graphprior.store import ResultsStore
-from graphprior.weights import load_run_model, weights_dir
+from graphprior.weights import kept_weights, load_run_model, weights_dir
 from rnn_models import pruning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,7 +164,11 @@ def test_a_prune_run_records_accuracies_density_and_pruned_features(tmp_path):
         assert 0.0 < metrics["weight_density"] < 1.0
         model = load_run_model(store, record.run_id)
         mask = pruning.model_masks(model)["rnn.weight_hh_l0"]
-        assert record.features == pytest.approx(graph_features(mask_to_graph(mask, backend="igraph")))
+        structure = mask_to_graph(mask & ~torch.eye(8, dtype=torch.bool), backend="igraph", directed=False)
+        assert record.features == pytest.approx(graph_features(structure))  # the bench convention
+        assert record.graph_id == structure_id(model)  # the pruned structure's own id
+        base = PruneRunConfig.model_validate(record.config).base()
+        assert record.flat["base_graph_id"] == graph_id(prior_graphs(base)) != record.graph_id
     prior = load_run_model(store, records["none"].run_id, stage="init")
     assert int(pruning.model_masks(prior)["rnn.weight_hh_l0"].sum()) == 2 * int(mask.sum())
     assert records["rewind"].history[-1]["round"] == 2.0  # training, one pruning round, the control
@@ -270,3 +281,180 @@ def test_an_unwritable_weights_folder_fails_before_any_training(tmp_path):
     with pytest.raises(StoreError, match=r"r.db.weights cannot be"):
         run_prune(_spec(keep_weights=True), tmp_path / "r.db", backend="serial", progress=False)
     assert not (tmp_path / "r.db").exists()  # refused before the store was even opened
+
+
+# ------------------------------------------------------------------ features and ids comparable with bench records
+
+
+@pytest.mark.parametrize("model", [
+    {"cells": ["lstm"]},
+    {"cells": ["gru"], "gate_layout": "per_gate"},
+    {"cells": ["lstm"], "self_loops": True},
+    {"cells": ["rnn_tanh"], "orientation": "dag"},
+])
+def test_an_unpruned_prior_has_its_bench_records_features(model):
+    """Prune records use the bench convention: the undirected graph of the hidden-to-hidden
+    connections, so an unpruned prior gives back exactly its bench record's features."""
+    data = _spec()
+    data["model"] = model
+    config = expand_prune(data)[0]
+    built = build_run(config.base())
+    per_gate = model.get("gate_layout") == "per_gate"
+    assert pruned_features(built.model, per_gate) == pytest.approx(structural_features(built.graphs), nan_ok=True)
+    assert len(pruned_graphs(built.model, per_gate)) == len(built.graphs)
+
+
+def test_an_unpruned_layered_network_has_its_generator_graphs_features():
+    data = _spec()
+    data["generators"] = [{"name": "planted_partition", "params": {"groups": 3, "size": 4, "p_in": 0.0, "p_out": 0.6}}]
+    data["model"] = {"cells": ["gru"], "mapping": "layered"}
+    built = build_run(expand_prune(data)[0].base())
+    assert pruned_features(built.model) == pytest.approx(structural_features(built.graphs), nan_ok=True)
+
+
+def test_each_pruned_structure_gets_its_own_graph_id(tmp_path):
+    """Schemes and amounts give other structures, hence other ids (not seed repeats of the
+    base graph); the controls keeping the pruned mask share its id."""
+    store = tmp_path / "results.db"
+    data = _spec(schemes=["blinded", "random"], amounts=[0.3, 0.6], controls=["rewind", "random_mask"])
+    data["generators"][0]["params"]["p"] = 0.5
+    run_prune(data, store, executor=_serial(), progress=False)
+    records = _stored(store)
+    assert len(records) == 2 * 2 * 3 and all(r.status == "done" for r in records)
+    assert len({r.flat["base_graph_id"] for r in records}) == 1
+    by_setting: dict = {}
+    for r in records:
+        by_setting.setdefault((r.config["prune"]["scheme"], r.config["prune"]["amount"]), {})[
+            r.config["prune"]["control"]] = r.graph_id
+    assert len({ids["none"] for ids in by_setting.values()}) == 4
+    assert all(ids["rewind"] == ids["none"] != ids["random_mask"] for ids in by_setting.values())
+    assert not {r.graph_id for r in records} & {records[0].flat["base_graph_id"]}
+    # predict averages a structure's runs: with the base graph's id it refused (features differ)
+    from graphprior.predict import load_table
+    from graphprior.store import read_table
+
+    table = load_table(store, mean_over_seeds=True, target="seconds")  # the tiny nets: test_acc constant
+    assert len(table.frame) == len({r.graph_id for r in records}) >= 4  # one row per structure
+    frame = read_table(store)
+    with pytest.raises(ValueError, match="mean_over_seeds: features"):
+        load_table(frame.assign(graph_id=frame["base_graph_id"]), mean_over_seeds=True, target="seconds")
+
+
+# ------------------------------------------------------------------ each record stored as soon as it is done
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed in the middle of a group (not caught as a failure)."""
+
+
+def test_a_groups_finished_runs_are_stored_before_the_group_ends(tmp_path, monkeypatch):
+    store = tmp_path / "results.db"
+    data = _spec(controls=["rewind", "reinit"])
+    data["generators"][0]["params"]["p"] = 0.5
+    real = prune_module._control
+
+    def control(trained, pruned, config):
+        if config.prune.control == "reinit":
+            raise _Killed
+        return real(trained, pruned, config)
+
+    monkeypatch.setattr(prune_module, "_control", control)
+    with pytest.raises(_Killed):
+        run_prune(data, store, executor=_serial(), progress=False)
+    kept = {r.config["prune"]["control"]: r for r in _stored(store)}
+    assert set(kept) == {"none", "rewind"}  # stored as each was done, before the group ended
+    monkeypatch.setattr(prune_module, "_control", real)
+    summary = run_prune(data, store, executor=_serial(), progress=False)
+    assert (summary.total, summary.skipped, summary.done) == (3, 2, 1)
+    records = _stored(store)
+    assert len(records) == 3 == len({r.run_id for r in records})
+    assert all(r.metrics == kept[r.config["prune"]["control"]].metrics for r in records if r.run_id in
+               {k.run_id for k in kept.values()})
+
+
+def test_a_sweep_killed_inside_a_group_resumes_with_its_finished_runs(tmp_path):
+    """One trained network, eight variants: a SIGKILL after the first stored record leaves
+    part of the group stored; the resumed sweep trains the network again, not those runs."""
+    store, spec_file = tmp_path / "results.db", tmp_path / "spec.toml"
+    data = _spec(schemes=["blinded", "random"], amounts=[0.3, 0.6], controls=["reinit"])
+    data["generators"][0]["params"]["p"] = 0.5
+    data["tasks"][0]["size"] = 400
+    data["train"]["epochs"] = 3
+    spec_file.write_text(_toml(data))
+    command = [sys.executable, "-c", "from graphprior.cli import main; main()", "prune", str(spec_file),
+               "--store", str(store), "--backend", "serial", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while _count(store) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stored = _count(store)
+    assert 1 <= stored < 8, process.stderr.read().decode()  # the group's first runs, not the whole group
+    summary = run_prune(data, store, executor=_serial(), progress=False)
+    assert (summary.skipped, summary.done, summary.total) == (stored, 8 - stored, 8)
+    records = _stored(store)
+    assert len(records) == 8 == len({r.run_id for r in records})
+    assert all(r.status == "done" for r in records)
+
+
+# ------------------------------------------------------------------ rewinding to epoch k
+
+
+def test_rewind_epoch_is_checked_and_leaves_other_run_ids_alone():
+    runs = expand_prune(_spec(controls=["rewind", "reinit"]))
+    late = expand_prune(_spec(controls=["rewind", "reinit"], rewind_epoch=1))
+    assert all("rewind_epoch" not in r.canonical()["prune"] for r in runs)  # ids of older specs stay
+    same = {r.run_id for r in runs} & {r.run_id for r in late}
+    assert {r.prune.control for r in late if r.run_id in same} == {"none", "reinit"}
+    assert {r.prune.rewind_epoch for r in late if r.prune.control == "rewind"} == {1}
+    with pytest.raises(SpecError, match=r"^prune.rewind_epoch: must be below the train table's epochs \(2\), got 2$"):
+        validate_prune_spec(_spec(controls=["rewind"], rewind_epoch=2))
+    with pytest.raises(SpecError, match=r"^prune.rewind_epoch: is only for the rewind control"):
+        validate_prune_spec(_spec(rewind_epoch=1))
+    with pytest.raises(SpecError, match=r"^prune.rewind_epoch: must be greater than or equal to 1"):
+        validate_prune_spec(_spec(controls=["rewind"], rewind_epoch=0))
+
+
+def test_rewind_to_epoch_k_keeps_and_uses_the_weights_of_epoch_k(tmp_path):
+    store = tmp_path / "results.db"
+    data = _spec(controls=["rewind"], rewind_epoch=2, keep_weights=True)
+    data["train"]["epochs"] = 3
+    data["generators"][0]["params"]["p"] = 0.5
+    run_prune(data, store, executor=_serial(), progress=False)
+    records = {r.config["prune"]["control"]: r for r in _stored(store)}
+    late = records["rewind"]
+    assert late.config["prune"]["rewind_epoch"] == 2 and "rewind_epoch" not in records["none"].config["prune"]
+    names = sorted(p.name for p in weights_dir(store).iterdir())
+    assert f"{late.run_id}.rewind.safetensors" in names
+    assert f"{records['none'].run_id}.rewind.safetensors" not in names
+    listed = kept_weights(store)
+    assert set(listed) == set(r.run_id for r in records.values())
+    assert list(listed[late.run_id]) == ["init", "final", "rewind"] and list(listed[records["none"].run_id]) == [
+        "init", "final"]
+    assert all(path.is_file() for stages in listed.values() for path in stages.values())
+    epoch_k = load_run_model(store, late.run_id, stage="rewind")
+    init = load_run_model(store, late.run_id, stage="init")
+    final = load_run_model(store, late.run_id)
+    assert not torch.equal(epoch_k.rnn.weight_hh_l0, init.rnn.weight_hh_l0)
+    # the control starts from the pruned mask with the epoch-2 weights: its pruned_acc
+    for name, mask in pruning.model_masks(final).items():
+        epoch_k.get_submodule(name.rsplit(".", 1)[0]).set_mask(name.rsplit(".", 1)[1], mask)
+    from graphprior.sweep import task_data
+
+    _, test = task_data(PruneRunConfig.model_validate(late.config).task)
+    assert pruning.accuracy(epoch_k, test) == pytest.approx(late.metrics["pruned_acc"])
+    control_epochs = [e for e in late.history if e["round"] == 2.0]
+    assert len(control_epochs) == 3 - 2  # the rest of the schedule, from epoch 2
+
+
+def test_structure_id_follows_every_mask_entry():
+    built = build_run(expand_prune(_spec())[0].base())
+    first = structure_id(built.model)
+    assert structure_id(copy.deepcopy(built.model)) == first and len(first) == 16
+    ih = copy.deepcopy(built.model)
+    pruning.prune(ih, "blinded", 0.1, weights="ih")
+    hh = copy.deepcopy(built.model)
+    pruning.prune(hh, "blinded", 0.1, weights="hh")
+    assert len({first, structure_id(ih), structure_id(hh)}) == 3

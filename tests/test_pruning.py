@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -429,3 +430,41 @@ def test_a_copied_masked_linear_still_masks_its_gradients():
     for clone in (copy.deepcopy(MaskedLinear(4, 3, mask=mask)), pickle.loads(pickle.dumps(MaskedLinear(4, 3, mask=mask)))):
         clone(torch.randn(2, 4)).sum().backward()
         assert bool((clone.weight.grad[~mask] == 0).all()) and bool((clone.weight.grad[mask] != 0).any())
+
+
+# ------------------------------------------------------------------ the study's curves side by side
+
+
+def test_the_study_benchmark_skips_without_the_reference_folder(tmp_path, monkeypatch, capsys):
+    from benchmarks import bench_prune_study
+
+    monkeypatch.setenv(bench_prune_study.ENV, str(tmp_path / "absent"))
+    assert bench_prune_study.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipped: the study's reference folder is absent (set GRAPHPRIOR_STIER2021")
+
+
+def test_the_study_benchmark_tabulates_ours_next_to_theirs(tmp_path, monkeypatch, capsys):
+    """A reference folder in the study's layout (tiny): our levels next to its first and last epochs."""
+    from benchmarks import bench_prune_study
+    from reber.grammar import get_grammar
+    from reber.tasks import write_csv
+
+    (tmp_path / "prune").mkdir()
+    (tmp_path / "dataset").mkdir()
+    strings = get_grammar("reber").sample(20, seed=0)
+    for name in ("train_data.csv", "test_data.csv"):
+        write_csv(tmp_path / "dataset" / name, strings + [s[:-1] + "Q" for s in strings], [1] * 20 + [0] * 20)
+    rows = ["mode,prune,epoch,train_loss,train_acc,test_loss,test_acc,time"]
+    rows += [f"gru,0,{epoch},0,0,0,{(500 + 10 * epoch) / 1000},1" for epoch in (1, 2, 3)]
+    rows += [f"gru,50,{epoch},0,0,0,{(500 + 100 * run + 10 * epoch) / 1000},1" for run in range(3) for epoch in (0, 1)]
+    (tmp_path / "prune" / "gru.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv(bench_prune_study.ENV, str(tmp_path))
+    assert bench_prune_study.study_curve(tmp_path, "gru") == {0: (0.51, 0.53), 50: (0.5, 0.51)}
+    assert bench_prune_study.study_curve(tmp_path, "gru", "hh") == {0: (0.51, 0.53), 50: (0.7, 0.71)}
+    assert bench_prune_study.main(["--cells", "gru", "--levels", "50", "--train-size", "30", "--test-size", "30",
+                                   "--epochs", "1", "--retrain", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("3x50 stacks on the study's strings: 30 train / 30 test")
+    (fifty,) = [line for line in lines if line.startswith("| 50 % |")]
+    assert fifty.endswith("| 0.500 / 0.510 |")

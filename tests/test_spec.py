@@ -39,7 +39,7 @@ def error_of(data) -> str:
     ("changes", "message"),
     [
         ({"foo": 1}, "spec: unknown key 'foo'; allowed: name, seed, sampling, n_samples, repetitions, "
-                     "seeds, generators, model, tasks, train"),
+                     "seeds, generators, model, tasks, train, sparsity"),
         ({"train": {"epohcs": 3}}, "train: unknown key 'epohcs'; allowed: optimizer, lr, weight_decay, "
                                    "momentum, batch_size, epochs, clip, patience, device, bucket"),
         ({"train": {"epochs": "ten"}}, "train.epochs: must be a valid integer, unable to parse string "

@@ -9,7 +9,8 @@ import click
 from graphprior.cli.errors import writing
 from graphprior.executors import BACKENDS, ExecutionError
 from graphprior.spec import SpecError, SweepSpec, expand, load_preset, load_spec, sample_runs
-from graphprior.store import ResultsStore, StoreError, export_table, store_errors
+from graphprior.store import ResultsStore, StoreError, describe_claims, export_table, store_errors
+from graphprior.table import check_table_path
 
 _USER_ERRORS = (SpecError, StoreError, ExecutionError, ValueError)
 _STORE = click.Path(dir_okay=False, path_type=Path)
@@ -77,17 +78,20 @@ def run(spec_file: Path | None, preset: str | None, store: Path, workers: int | 
 @click.option("--preset", help="Also count the runs of this preset still pending.")
 @click.option("--limit", type=click.IntRange(min=1), help="The --limit the sweep was run with.")
 def status(store: Path, spec_file: Path | None, preset: str | None, limit: int | None) -> None:
-    """Counts of done and failed runs in STORE, mean seconds per model, pending runs of a spec."""
+    """Counts of done and failed runs in STORE, mean seconds per model, the runs drivers are
+    training now (claimed: owner, heartbeat age, stale claims), pending runs of a spec."""
     if limit is not None and not (spec_file or preset):
         raise click.UsageError("--limit counts pending runs of a spec: give --spec or --preset too")
     try:
         with ResultsStore(store, readonly=True) as results, store_errors(store):
             counts, seconds, stored = results.counts(), results.mean_seconds(), results.statuses()
+            claims, timeout = results.claims(), results.claim_timeout()
     except StoreError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{store}: {counts['done']} done, {counts['failed']} failed")
     if seconds is not None:
         click.echo(f"mean seconds per finished model: {seconds:.2f}")
+    click.echo("\n".join(describe_claims(claims, timeout)))
     if spec_file or preset:
         spec = _spec_from(spec_file, preset)
         runs = sample_runs(expand(spec), limit, seed=spec.seed)
@@ -100,6 +104,10 @@ def status(store: Path, spec_file: Path | None, preset: str | None, limit: int |
 @click.option("-o", "--output", required=True, type=_STORE, help="Output file: .csv, .parquet or .pq.")
 def table(store: Path, output: Path) -> None:
     """Write the flat results table of STORE (one row per run: config, features, metrics)."""
+    try:
+        check_table_path(output)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="-o") from None
     try:
         with writing(output):
             frame = export_table(store, output)

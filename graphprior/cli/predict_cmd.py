@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from graphprior.cli.errors import writing
 from graphprior.predict import REGRESSORS, TARGET, load_table
 from graphprior.report import build_report, write_report
+from graphprior.store import StoreError
 
 
 # the Python parameters that the library's messages name -> the options that set them here
@@ -153,6 +154,8 @@ def predict(
                 learned_threshold=learned_threshold, n_permutations=permutations, n_jobs=jobs,
                 progress=True,
             )
+    except StoreError as error:  # a damaged or foreign store: a runtime error, like in every command
+        raise click.ClickException(str(error)) from None
     except ValueError as error:
         raise click.UsageError(in_cli_words(str(error))) from error
     for note in report.notes:

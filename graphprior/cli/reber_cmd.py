@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from graphprior import hs_benchmark as hs
-from graphprior.cli.errors import writing
+from graphprior.cli.errors import finite, writing
 from reber.grammar import GRAMMARS, get_grammar
 from reber.tasks import classification_strings, next_symbol_data, write_csv
 
@@ -25,6 +25,9 @@ _DEFAULT_N = {"classify": 25_000, "next_symbol": 512}
 _DEFAULT_GRAMMAR = {"classify": "reber", "next_symbol": "embedded"}
 _DEFAULT_TEST_FRACTION = {"classify": 0.25, "next_symbol": 0.5}
 _PROTOCOL = hs.Protocol()  # the benchmark's defaults
+MAX_LENGTH = 10_000
+"""Longest string length the options accept: the samplers' tables grow with it (10^9 filled memory)."""
+_LENGTH = click.IntRange(min=0, max=MAX_LENGTH)
 
 
 def _run_library(call: Callable[[], T]) -> T:
@@ -48,8 +51,8 @@ def reber() -> None:
               help="'reber': the plain grammar (strings B...E); 'embedded': B, T|P, a Reber string, the same T|P, E.")
 @click.option("-n", "n", type=click.IntRange(min=0), default=10, show_default=True, help="Number of strings.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed; the same seed gives the same strings.")
-@click.option("--min-length", type=click.IntRange(min=0), default=None, help="Shortest allowed string length.")
-@click.option("--max-length", type=click.IntRange(min=0), default=None, help="Longest allowed string length.")
+@click.option("--min-length", type=_LENGTH, default=None, help="Shortest allowed string length.")
+@click.option("--max-length", type=_LENGTH, default=None, help="Longest allowed string length.")
 @click.option("--lengths", type=click.Choice(["grammar", "uniform"]), default="grammar", show_default=True,
               help="'grammar': uniform branching at every state (short strings are common); "
                    "'uniform': length uniform in the window, then a uniformly chosen string of it (needs --max-length).")
@@ -77,9 +80,9 @@ def sample(grammar: str, n: int, seed: int, min_length: int | None, max_length: 
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Share of the strings in the test split [default: 0.25 for classify, 0.5 for next_symbol].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-@click.option("--min-length", type=click.IntRange(min=0), default=None,
+@click.option("--min-length", type=_LENGTH, default=None,
               help="Shortest valid string [default: 11 for classify, none for next_symbol].")
-@click.option("--max-length", type=click.IntRange(min=0), default=None,
+@click.option("--max-length", type=_LENGTH, default=None,
               help="Longest valid string [default: 35 for classify, none for next_symbol].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="CSV file in the study's format (',string,valid'). Without --test-output it holds the "
@@ -147,7 +150,7 @@ def _choices(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
               help="Sequences per weight update: 1 is H&S's online learning, more is mini-batch training.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default=_PROTOCOL.optimizer,
               show_default=True, help="Optimizer (H&S used plain gradient descent).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_PROTOCOL.lr,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_PROTOCOL.lr, callback=finite,
               show_default=True, help="Learning rate.")
 @click.option("--budget", type=click.IntRange(min=1), default=_PROTOCOL.budget, show_default=True,
               help="Training sequences after which an unsolved trial gives up.")
