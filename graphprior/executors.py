@@ -9,6 +9,7 @@ the records as they finish and is the only process that writes the results store
 from __future__ import annotations
 
 import ctypes
+import itertools
 import multiprocessing
 import os
 import select
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ class ExecutionError(RuntimeError):
 class Executor(Protocol):
     """Runs ``group_fn`` on every group and yields each group's records as soon as it finishes."""
 
-    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]: ...
+    def map_unordered(self, group_fn: GroupFn, groups: Iterable[Group]) -> Iterator[list[Any]]: ...
 
 
 def cpu_count() -> int:
@@ -145,7 +146,7 @@ def _run_with_threads(group_fn: GroupFn, threads: int, group: Group) -> list[Any
 class SerialExecutor:
     """Runs every group in the calling process (debugging, tests, one-off runs)."""
 
-    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
+    def map_unordered(self, group_fn: GroupFn, groups: Iterable[Group]) -> Iterator[list[Any]]:
         for group in groups:
             yield group_fn(group)
 
@@ -185,21 +186,26 @@ class LocalExecutor:
         self.threads = max(1, cores // self.workers)
         self.start_method = start_method or default_start_method()
 
-    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
-        if not groups:
+    def map_unordered(self, group_fn: GroupFn, groups: Iterable[Group]) -> Iterator[list[Any]]:
+        """Train ``groups`` with at most ``workers`` in flight, taking the next group from the
+        iterable only when a worker frees (so a driver can claim groups as it needs them)."""
+        upcoming = iter(groups)
+        first = next(upcoming, None)
+        if first is None:
             return
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             context.set_forkserver_preload(list(PRELOAD))
         pool = ProcessPoolExecutor(
-            max_workers=min(self.workers, len(groups)),
+            max_workers=self.workers,
             mp_context=context,
             initializer=init_worker,
             initargs=(self.threads, os.getpid(), self.start_method == "forkserver"),
         )
         pending = set()
         try:
-            pending = {pool.submit(group_fn, group) for group in groups}
+            pending = {pool.submit(group_fn, first)}
+            pending |= {pool.submit(group_fn, group) for group in itertools.islice(upcoming, self.workers - 1)}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 # every group that finished is handed over before any error is raised
@@ -209,6 +215,7 @@ class LocalExecutor:
                         yield future.result()
                 if failed:
                     raise failed[0].exception()
+                pending |= {pool.submit(group_fn, group) for group in itertools.islice(upcoming, len(finished))}
         except BrokenProcessPool as error:
             raise ExecutionError(
                 f"a worker process died ({error}); finished runs are stored, re-run to resume"
@@ -244,7 +251,7 @@ class RayExecutor:
         self.address = address
         self.cpus_per_task = cpus_per_task
 
-    def map_unordered(self, group_fn: GroupFn, groups: Sequence[Group]) -> Iterator[list[Any]]:
+    def map_unordered(self, group_fn: GroupFn, groups: Iterable[Group]) -> Iterator[list[Any]]:
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:

@@ -16,7 +16,7 @@ import importlib.metadata
 import math
 import platform
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from graphprior.executors import Executor, SerialExecutor, make_executor
+from graphprior.executors import Executor, LocalExecutor, SerialExecutor, make_executor
 from graphprior.spec import RunConfig, SweepSpec, TaskSpec, data_file_digest, expand, sample_runs, validate_spec
 from graphprior.store import Heartbeat, ResultsStore, RunRecord, new_owner, store_errors
 
@@ -426,7 +426,7 @@ def store_runs(runs: Sequence[RunConfig], store: str | Path, group_fn: Callable[
     a progress bar named ``name``.
 
     Several drivers may share ``store``: each claims its next groups in the store (as many as
-    its executor runs at once, :func:`claim_wave`) before training them and keeps the claims
+    its executor asks for, :func:`claim_wave`) before training them and keeps the claims
     alive with a heartbeat, so each run is trained once. A driver whose remaining runs are all
     claimed by live drivers waits and re-checks until they are stored, or takes them over when
     their claims go stale (a killed driver). A run is still to do while its stored record (or
@@ -447,21 +447,17 @@ def store_runs(runs: Sequence[RunConfig], store: str | Path, group_fn: Callable[
         with bar, (Heartbeat(store, owner, beat) if todo else contextlib.nullcontext()):
             try:
                 while todo:
-                    with store_errors(store):
-                        groups = plan.claim(results, owner)
-                    bar.update(counts["done"] + counts["failed"] + plan.others - bar.n)
-                    if not groups:
-                        if not plan.waiting:
-                            break
-                        time.sleep(min(beat, WAIT_SECONDS))  # the rest is claimed by live drivers
-                        continue
-                    for records in executor.map_unordered(group_fn, groups):
+                    for records in executor.map_unordered(group_fn, plan.claimed(results, owner, store)):
                         for record in records:
                             with store_errors(store):
                                 results.add(record, owner)
                             counts[record.status] += 1
                         bar.set_postfix(counts, refresh=False)
-                        bar.update(len(records))
+                        bar.update(counts["done"] + counts["failed"] + plan.others - bar.n)
+                    bar.update(counts["done"] + counts["failed"] + plan.others - bar.n)
+                    if not plan.waiting:
+                        break
+                    time.sleep(min(beat, WAIT_SECONDS))  # the rest is claimed by live drivers
             finally:
                 if todo:
                     with store_errors(store):
@@ -479,13 +475,11 @@ WAIT_SECONDS = 1.0
 
 
 def claim_wave(executor: Executor) -> int | None:
-    """Groups a driver claims at once: as many as its executor runs at once (a local pool: its
-    workers; in-process: one), so the other drivers find the rest unclaimed; None (all of them)
-    for an executor of unknown width, such as Ray, whose cluster schedules them."""
-    if isinstance(executor, SerialExecutor):
-        return 1
-    workers = getattr(executor, "workers", None)
-    return workers if isinstance(workers, int) and workers >= 1 else None
+    """Groups a driver claims per pull of its executor: one for an executor that asks for its
+    next group when a worker frees (in-process, a local pool), so claims are the groups in
+    flight and other drivers find the rest unclaimed; None (all of them) for an executor of
+    unknown width, such as Ray, whose cluster schedules them."""
+    return 1 if isinstance(executor, (SerialExecutor, LocalExecutor)) else None
 
 
 @dataclass
@@ -518,3 +512,14 @@ class ClaimPlan:
         groups = [[run for run in group if run.run_id in claimed] for group in chosen]
         self.attempted.update(claimed)
         return [group for group in groups if group]
+
+    def claimed(self, results: ResultsStore, owner: str, store: str | Path) -> Iterator[list[RunConfig]]:
+        """The groups to train, claimed as the executor asks for them (one wave per pull), so a
+        worker that frees takes the next open group while the others keep training; ends when
+        nothing is left unclaimed (``waiting`` then says whether other drivers hold the rest)."""
+        while True:
+            with store_errors(store):
+                groups = self.claim(results, owner)
+            if not groups:
+                return
+            yield from groups
