@@ -202,6 +202,9 @@ def validate_prune_spec(data: dict[str, Any] | PruneSpec) -> PruneSpec:
         raise SpecError(f"spec: expected a table of keys, got {type(data).__name__}")
     if not isinstance(data.get("prune"), dict):
         raise SpecError("prune: required table is missing (a prune spec is a sweep spec plus a [prune] table)")
+    if "sparsity" in data:
+        raise SpecError("sparsity: not allowed in a prune spec (prune trains static masks; "
+                        "train sparse methods with graphprior bench run)")
     sweep = validate_spec({k: v for k, v in data.items() if k != "prune"})
     try:
         settings = PruneSettings.model_validate(data["prune"])

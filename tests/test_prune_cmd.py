@@ -458,3 +458,11 @@ def test_structure_id_follows_every_mask_entry():
     hh = copy.deepcopy(built.model)
     pruning.prune(hh, "blinded", 0.1, weights="hh")
     assert len({first, structure_id(ih), structure_id(hh)}) == 3
+
+
+def test_a_prune_spec_refuses_a_sparsity_table_instead_of_ignoring_it():
+    data = _spec()
+    data["sparsity"] = {"method": "set", "density": 0.5}
+    with pytest.raises(SpecError, match=r"^sparsity: not allowed in a prune spec") as error:
+        validate_prune_spec(data)
+    assert "\n" not in str(error.value)
