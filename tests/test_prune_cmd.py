@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import copy
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from killing import kill_after_first_run, stored_count
 from graphprior.cli import main
 from graphprior.executors import make_executor
 from graphprior.features import graph_features
@@ -219,30 +214,14 @@ def test_a_sweep_cut_short_resumes_without_losing_or_duplicating(tmp_path):
     assert all(kept[r.run_id] == r.metrics for r in records if r.run_id in kept)
 
 
-def _count(store: Path) -> int:
-    try:
-        with sqlite3.connect(store) as connection:
-            return connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_a_sweep_killed_with_sigkill_resumes(tmp_path):
     store, spec_file = tmp_path / "results.db", tmp_path / "spec.toml"
     data = _spec()
     data["generators"][0]["params"]["p"] = [0.1, 0.3, 0.5, 0.7, 0.9]
     spec_file.write_text(_toml(data))
-    command = [sys.executable, "-c", "from graphprior.cli import main; main()", "prune", str(spec_file),
-               "--store", str(store), "--backend", "serial", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 20
-    while _count(store) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    stored = _count(store)
-    assert 1 <= stored, process.stderr.read().decode()
+    stored, stderr = kill_after_first_run(["prune", str(spec_file), "--store", str(store), "--backend", "serial",
+                                           "--quiet"], store, seconds=20)
+    assert 1 <= stored, stderr
     summary = run_prune(data, store, executor=_serial(), progress=False)
     assert (summary.skipped, summary.done, summary.total) == (stored, 5 - stored, 5)
     records = _stored(store)
@@ -381,17 +360,9 @@ def test_a_sweep_killed_inside_a_group_resumes_with_its_finished_runs(tmp_path):
     data["tasks"][0]["size"] = 400
     data["train"]["epochs"] = 3
     spec_file.write_text(_toml(data))
-    command = [sys.executable, "-c", "from graphprior.cli import main; main()", "prune", str(spec_file),
-               "--store", str(store), "--backend", "serial", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 60
-    while _count(store) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    stored = _count(store)
-    assert 1 <= stored < 8, process.stderr.read().decode()  # the group's first runs, not the whole group
+    stored, stderr = kill_after_first_run(["prune", str(spec_file), "--store", str(store), "--backend", "serial",
+                                           "--quiet"], store, seconds=60, poll=0.01)
+    assert 1 <= stored < 8, stderr  # the group's first runs, not the whole group
     summary = run_prune(data, store, executor=_serial(), progress=False)
     assert (summary.skipped, summary.done, summary.total) == (stored, 8 - stored, 8)
     records = _stored(store)

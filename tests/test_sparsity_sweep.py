@@ -3,18 +3,12 @@ the `sparse` preset and resuming a dynamic-sparsity sweep after SIGKILL."""
 
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 import torch
 
+from killing import kill_after_first_run, stored_count
 from graphprior.executors import make_executor
 from graphprior.features import FEATURE_NAMES, graph_features
 from graphprior.predict import load_table
@@ -279,17 +273,6 @@ def test_the_sparse_preset_compares_every_method_at_equal_density():
 # ------------------------------------------------------------------ resuming
 
 
-def _count(store: Path) -> int:
-    """Runs stored so far, read without creating the file or keeping a connection open."""
-    if not store.exists():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.1)) as connection:
-            return connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_a_dynamic_sparsity_sweep_killed_with_sigkill_resumes(tmp_path):
     store, spec_file = tmp_path / "results.db", tmp_path / "spec.toml"
     spec_file.write_text("\n".join([
@@ -301,17 +284,9 @@ def test_a_dynamic_sparsity_sweep_killed_with_sigkill_resumes(tmp_path):
     ]) + "\n")
     with ResultsStore(store) as results:
         results.set_claim_timeout(2.0)  # the killed driver's claim goes stale in 2 s, not 60
-    command = [sys.executable, "-c", "from graphprior.cli import main; main()", "bench", "run", str(spec_file),
-               "--store", str(store), "--backend", "serial", "--group-size", "1", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 60
-    while _count(store) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    stored = _count(store)
-    assert 1 <= stored < 10, process.stderr.read().decode()
+    stored, stderr = kill_after_first_run(["bench", "run", str(spec_file), "--store", str(store), "--backend",
+                                           "serial", "--group-size", "1", "--quiet"], store, seconds=60)
+    assert 1 <= stored < 10, stderr
     with ResultsStore(store, create=False) as results:
         kept = {r.run_id: r.metrics for r in results.records()}
     summary = run_sweep(validate_spec(_killed_spec()), store, executor=make_executor("serial"), progress=False)
