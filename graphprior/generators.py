@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import itertools
+import math
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,10 +33,18 @@ __all__ = [
     "GENERATORS",
     "PARAMETER_CHECKS",
     "GraphLike",
+    "RECORDED_ATTRIBUTES",
     "barabasi_albert",
+    "barabasi_albert_edges",
+    "block_edge_split",
+    "block_model_edges",
+    "block_sizes",
     "check_parameters",
     "complete",
+    "configuration_model",
     "connected_watts_strogatz",
+    "dense_matched",
+    "dense_units",
     "directed_scale_free",
     "erdos_renyi_gnm",
     "erdos_renyi_gnp",
@@ -44,9 +54,12 @@ __all__ = [
     "newman_watts_strogatz",
     "planted_partition",
     "powerlaw_cluster",
+    "powerlaw_cluster_edges",
+    "powerlaw_degrees",
     "random_geometric",
     "random_regular",
     "random_state",
+    "recorded_attributes",
     "ring_lattice",
     "save_graph",
     "stochastic_block",
@@ -468,6 +481,235 @@ def _check_random_geometric(n: object, radius: object, torus: object = False) ->
     return _check_int("n", n, 1), _check_float("radius", radius, 0.0, float(np.sqrt(2)))
 
 
+# ----------------------------------------------------------------------------- fixed edge budgets
+# Families held at a given (n, edges) so that only topology varies (You et al. 2020 did this
+# for MLPs). Each sets the graph attribute ``edge_deviation`` (edges drawn minus ``budget``;
+# 0 where the family hits the budget, as all of these do except ``dense_matched``), which a
+# sweep's record keeps beside the structural features (``recorded_attributes``).
+
+RECORDED_ATTRIBUTES: tuple[str, ...] = ("edge_deviation",)
+"""Graph attributes a sweep's record keeps beside the structural features."""
+
+
+def recorded_attributes(graph: GraphLike) -> dict[str, float]:
+    """The ``RECORDED_ATTRIBUTES`` a graph carries (an ``igraph.Graph``'s graph attributes)."""
+    if not isinstance(graph, igraph.Graph):
+        return {}
+    present = set(graph.attributes())
+    return {name: float(graph[name]) for name in RECORDED_ATTRIBUTES if name in present}
+
+
+def _with_deviation(graph: igraph.Graph, budget: int) -> igraph.Graph:
+    graph["edge_deviation"] = graph.ecount() - budget
+    return graph
+
+
+def _check_budget(n: object, budget: object, low: int = 1) -> tuple[int, int]:
+    """``n`` >= 2 and an edge ``budget`` a simple graph on ``n`` nodes can hold (at least ``low``)."""
+    n = _check_int("n", n, 2)
+    return n, _check_int("budget", budget, low, n * (n - 1) // 2)
+
+
+def _top_up_edges(graph: igraph.Graph, budget: int, closure: float, rng: random.Random) -> igraph.Graph:
+    """Add edges until the graph has ``budget`` (or remove random ones down to it).
+
+    Each added edge closes a triangle with probability ``closure`` (two unjoined neighbours
+    of a random node, as Holme–Kim's triad step) and otherwise joins two unjoined nodes
+    chosen with probability proportional to the product of their degrees (preferential
+    attachment), so the top-up keeps the family's character.
+    """
+    if graph.ecount() > budget:
+        graph.delete_edges(rng.sample(range(graph.ecount()), graph.ecount() - budget))
+    while graph.ecount() < budget:
+        edge = _triad_edge(graph, rng) if rng.random() < closure else None
+        graph.add_edge(*(edge or _preferential_edge(graph, rng)))
+    return graph
+
+
+def _triad_edge(graph: igraph.Graph, rng: random.Random) -> tuple[int, int] | None:
+    """Two unjoined neighbours of a randomly chosen node, or None when no node has such a pair."""
+    centres = list(range(graph.vcount()))
+    rng.shuffle(centres)
+    for centre in centres:
+        pairs = [(u, v) for u, v in itertools.combinations(graph.neighbors(centre), 2) if not graph.are_adjacent(u, v)]
+        if pairs:
+            return rng.choice(pairs)
+    return None
+
+
+def _preferential_edge(graph: igraph.Graph, rng: random.Random) -> tuple[int, int]:
+    """An unjoined pair drawn with probability proportional to (degree + 1) products."""
+    adjacency = np.asarray(graph.get_adjacency().data, dtype=bool)
+    upper = np.triu(~adjacency, k=1)
+    sources, targets = np.nonzero(upper)
+    degree = np.asarray(graph.degree(), dtype=float) + 1.0
+    weights = degree[sources] * degree[targets]
+    chosen = rng.choices(range(len(sources)), weights=weights.tolist())[0]
+    return int(sources[chosen]), int(targets[chosen])
+
+
+def _attachment_count(n: int, budget: int) -> int:
+    """The largest ``m <= n // 2`` whose Barabási–Albert graph (``m (n - m)`` edges) fits the budget (at least 1)."""
+    return max([m for m in range(1, n // 2 + 1) if m * (n - m) <= budget], default=1)
+
+
+@random_state("random")
+def barabasi_albert_edges(n: int, budget: int, seed: int | None = None) -> igraph.Graph:
+    """Barabási–Albert graph with exactly ``budget`` edges.
+
+    Draws ``barabasi_albert(n, m)`` with the largest ``m`` whose ``m (n - m)`` edges fit the
+    budget, then adds the rest by preferential attachment (pairs chosen with probability
+    proportional to their degree product); a budget below ``n - 1`` (a tree) removes random
+    edges of the ``m = 1`` tree instead. Barabási & Albert (1999), Science 286.
+    """
+    n, budget = _check_barabasi_albert_edges(n, budget)
+    base = barabasi_albert(n, _attachment_count(n, budget), seed=seed.randrange(2**31))
+    return _with_deviation(_top_up_edges(base, budget, 0.0, seed), budget)
+
+
+def _check_barabasi_albert_edges(n: object, budget: object) -> tuple[int, int]:
+    return _check_budget(n, budget)
+
+
+@random_state("random")
+def powerlaw_cluster_edges(n: int, budget: int, p: float, seed: int | None = None) -> igraph.Graph:
+    """Holme–Kim graph (tunable clustering ``p``) with exactly ``budget`` edges.
+
+    ``powerlaw_cluster(n, m, p)`` with the largest ``m`` whose ``m (n - m)`` edges fit, then
+    the rest added as Holme–Kim adds them: a triangle closed with probability ``p``, else a
+    preferential pair. Holme & Kim (2002), Phys. Rev. E 65.
+    """
+    n, budget, p = _check_powerlaw_cluster_edges(n, budget, p)
+    base = powerlaw_cluster(n, _attachment_count(n, budget), p, seed=seed.randrange(2**31))
+    return _with_deviation(_top_up_edges(base, budget, p, seed), budget)
+
+
+def _check_powerlaw_cluster_edges(n: object, budget: object, p: object) -> tuple[int, int, float]:
+    return (*_check_budget(n, budget), _check_float("p", p, 0.0, 1.0))
+
+
+def powerlaw_degrees(n: int, budget: int, exponent: float) -> list[int]:
+    """A graphical degree sequence of ``n`` nodes summing to ``2 * budget`` whose degrees
+    follow a power law ``P(k) ~ k^-exponent``.
+
+    Node ``i`` gets the expected degree ``c (i + 1)^(-1 / (exponent - 1))`` (the static model
+    of Goh, Kahng & Kim 2001), ``c`` scaled to the budget; rounded by largest remainders,
+    kept within ``[1, n - 1]``, then made graphical (Erdős–Gallai) by moving single
+    degrees from the largest to the smallest node. Deterministic: the wiring is what varies.
+    Returned in decreasing order.
+    """
+    n, budget, exponent = _check_configuration_model(n, budget, exponent)
+    weights = np.arange(1, n + 1, dtype=float) ** (-1.0 / (exponent - 1.0))
+    degrees = _round_to_total(weights / weights.sum() * 2 * budget, 2 * budget, n - 1)
+    while not igraph.is_graphical(degrees.tolist(), loops=False, multiple=False):
+        degrees[np.argmax(degrees)] -= 1
+        degrees[np.argmin(degrees)] += 1
+    return sorted(degrees.tolist(), reverse=True)
+
+
+def _round_to_total(values: np.ndarray, total: int, high: int) -> np.ndarray:
+    """Integers in ``[1, high]`` near ``values`` summing to ``total`` (largest remainders first)."""
+    degrees = np.clip(np.floor(values).astype(np.int64), 1, high)
+    order = np.argsort(-(values - np.floor(values)), kind="stable")
+    step = 0
+    while degrees.sum() != total:
+        index = order[step % len(order)] if degrees.sum() < total else order[::-1][step % len(order)]
+        change = 1 if degrees.sum() < total else -1
+        if 1 <= degrees[index] + change <= high:
+            degrees[index] += change
+        step += 1
+    return degrees
+
+
+@random_state("igraph")
+def configuration_model(n: int, budget: int, exponent: float, seed: int | None = None) -> igraph.Graph:
+    """Simple graph with the power-law degree sequence ``powerlaw_degrees(n, budget, exponent)``.
+
+    Exactly ``budget`` edges, every node the degree its sequence prescribes; wired by
+    igraph's edge-switching sampler of simple graphs with a given degree sequence (a
+    configuration model without loops or multi-edges). Low exponents (near 2) give hubs,
+    high ones tend to a regular graph. Molloy & Reed (1995), Random Struct. Algorithms 6.
+    """
+    degrees = powerlaw_degrees(n, budget, exponent)
+    graph = igraph.Graph.Degree_Sequence(degrees, method="edge_switching_simple")
+    return _with_deviation(graph, budget)
+
+
+def _check_configuration_model(n: object, budget: object, exponent: object) -> tuple[int, int, float]:
+    n = _check_int("n", n, 2)
+    n, budget = _check_budget(n, budget, low=(n + 1) // 2)  # every node needs an edge
+    return n, budget, _check_float("exponent", exponent, 1.5, 100.0)
+
+
+def block_sizes(n: int, blocks: int) -> list[int]:
+    """``n`` nodes in ``blocks`` consecutive blocks as equal as possible (larger ones first)."""
+    return [n // blocks + (i < n % blocks) for i in range(blocks)]
+
+
+def block_edge_split(n: int, budget: int, blocks: int, ratio: float) -> tuple[int, int]:
+    """(edges inside blocks, edges between blocks) of ``block_model_edges``: the budget split
+    so that the density inside over the density between is ``ratio``, as near as whole
+    edges and the number of pairs of each kind allow."""
+    sizes = block_sizes(n, blocks)
+    inside_pairs = sum(s * (s - 1) // 2 for s in sizes)
+    between_pairs = n * (n - 1) // 2 - inside_pairs
+    weighted = ratio * inside_pairs + between_pairs
+    share = ratio * inside_pairs / weighted if weighted else 0.0
+    inside = min(max(round(budget * share), budget - between_pairs), inside_pairs, budget)
+    return inside, budget - inside
+
+
+@random_state("numpy")
+def block_model_edges(n: int, budget: int, blocks: int, ratio: float, seed: int | None = None) -> igraph.Graph:
+    """Stochastic block model with exactly ``budget`` edges and a density ratio ``ratio``.
+
+    ``blocks`` equal blocks of consecutive nodes (vertex attribute ``block``); the budget is
+    split into edges inside and between blocks (``block_edge_split``) and each part drawn
+    uniformly among its pairs, so the density inside is ``ratio`` times the density between
+    (1: G(n, m); large: nearly disjoint communities, high modularity). The G(n, m) form of
+    Holland, Laskey & Leinhardt (1983), Social Networks 5.
+    """
+    n, budget, blocks, ratio = _check_block_model_edges(n, budget, blocks, ratio)
+    membership = np.repeat(np.arange(blocks), block_sizes(n, blocks))
+    sources, targets = np.triu_indices(n, k=1)
+    same = membership[sources] == membership[targets]
+    inside, between = block_edge_split(n, budget, blocks, ratio)
+    chosen = np.concatenate([seed.choice(np.flatnonzero(same), size=inside, replace=False),
+                             seed.choice(np.flatnonzero(~same), size=between, replace=False)])
+    graph = _from_edges(n, zip(sources[np.sort(chosen)], targets[np.sort(chosen)]))
+    graph.vs["block"] = membership.tolist()
+    return _with_deviation(graph, budget)
+
+
+def _check_block_model_edges(n: object, budget: object, blocks: object, ratio: object) -> tuple[int, int, int, float]:
+    n, budget = _check_budget(n, budget)
+    return n, budget, _check_int("blocks", blocks, 1, n), _check_float("ratio", ratio, 0.0, 1e6)
+
+
+def dense_units(budget: int) -> int:
+    """Units ``h`` of the complete graph whose ``h (h - 1) / 2`` edges come closest to ``budget`` (ties: fewer)."""
+    h = max(2, int((1 + math.sqrt(1 + 8 * budget)) / 2))
+    return min((h, h + 1), key=lambda u: (abs(u * (u - 1) // 2 - budget), u))
+
+
+@random_state("int")
+def dense_matched(budget: int, seed: int | None = None) -> igraph.Graph:
+    """The equal-parameter dense baseline: the complete graph on ``dense_units(budget)`` nodes.
+
+    A sparse prior of ``budget`` edges on ``n`` nodes masks a recurrent layer to as many
+    hidden-to-hidden weights as a fully connected layer of ``h`` units with
+    ``h (h - 1) / 2 = budget`` (any orientation; no self-loops): fewer units, every unit
+    joined. Where no ``h`` matches exactly the closest is drawn and ``edge_deviation`` says by
+    how much it misses. Deterministic; ``seed`` is accepted and unused.
+    """
+    budget = _check_dense_matched(budget)
+    return _with_deviation(igraph.Graph.Full(dense_units(budget)), budget)
+
+
+def _check_dense_matched(budget: object) -> int:
+    return _check_int("budget", budget, 1)
+
+
 # ----------------------------------------------------------------------------- registry
 
 GENERATORS: dict[str, Callable[..., igraph.Graph]] = {
@@ -486,6 +728,11 @@ GENERATORS: dict[str, Callable[..., igraph.Graph]] = {
     "stochastic_block": stochastic_block,
     "planted_partition": planted_partition,
     "random_geometric": random_geometric,
+    "barabasi_albert_edges": barabasi_albert_edges,
+    "powerlaw_cluster_edges": powerlaw_cluster_edges,
+    "configuration_model": configuration_model,
+    "block_model_edges": block_model_edges,
+    "dense_matched": dense_matched,
 }
 
 
@@ -505,6 +752,11 @@ PARAMETER_CHECKS: dict[str, Callable[..., object]] = {
     "stochastic_block": _check_stochastic_block,
     "planted_partition": _check_planted_partition,
     "random_geometric": _check_random_geometric,
+    "barabasi_albert_edges": _check_barabasi_albert_edges,
+    "powerlaw_cluster_edges": _check_powerlaw_cluster_edges,
+    "configuration_model": _check_configuration_model,
+    "block_model_edges": _check_block_model_edges,
+    "dense_matched": _check_dense_matched,
 }
 """The parameter checks each generator runs before drawing, by generator name."""
 

@@ -280,3 +280,57 @@ def structure_emergence(curves: Mapping[str, Sequence[Sequence[float]]], thresho
     if path is not None:
         ax.figure.savefig(path, dpi=120, bbox_inches="tight")
     return ax.figure
+
+
+# --------------------------------------------------------------------------- topology
+
+PLANE_LABELS: tuple[str, str] = ("average clustering C", "average path length L")
+"""Axis labels of the (clustering, path length) plane (``plane_heatmap``)."""
+
+
+def plane_heatmap(means: np.ndarray, x_edges: Sequence[float], y_edges: Sequence[float],
+                  sweet_spot: tuple[int, int] | None = None, title: str = "", value: str = "mean test_acc",
+                  points: pd.DataFrame | None = None, *, ax: Axes | None = None) -> Figure:
+    """graph2nn's picture (You et al. 2020): mean performance over the (clustering, path
+    length) plane. ``means[i, j]`` is the mean over the graphs whose path length falls in
+    bin ``i`` (``y_edges``) and clustering in bin ``j`` (``x_edges``), NaN where no graph
+    falls (left blank); ``sweet_spot`` (row, column) is marked with a star; ``points``
+    (columns ``x``, ``y``) draws each graph as a dot."""
+    ax = _axes(ax, (4.6, 3.8))
+    image = ax.pcolormesh(np.asarray(x_edges), np.asarray(y_edges), np.ma.masked_invalid(means),
+                          cmap="viridis", shading="flat")
+    ax.figure.colorbar(image, ax=ax, label=value)
+    if points is not None:
+        ax.scatter(points["x"], points["y"], s=6, color="white", edgecolors="black", linewidths=0.3)
+    if sweet_spot is not None:
+        row, column = sweet_spot
+        ax.plot((x_edges[column] + x_edges[column + 1]) / 2, (y_edges[row] + y_edges[row + 1]) / 2, marker="*",
+                markersize=16, color="red", markeredgecolor="white", label="sweet spot")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # off the data
+    ax.set(xlabel=PLANE_LABELS[0], ylabel=PLANE_LABELS[1], title=title)
+    return ax.figure
+
+
+def best_so_far(curves: Mapping[str, Sequence[Sequence[float]]], metric: str = "test_acc", *,
+                ax: Axes | None = None) -> Figure:
+    """Best-so-far curves of searches (``graphprior.search``): per strategy (a key of
+    ``curves``), the best score after each trained candidate, one list per search seed; the
+    mean over seeds with a 95% t-interval shaded when there are several."""
+    from scipy import stats
+
+    ax = _axes(ax, (5.5, 3.6))
+    for i, (name, runs) in enumerate(curves.items()):
+        if not runs or not all(len(run) for run in runs):
+            raise ValueError(f"curves[{name!r}] must hold at least one non-empty curve")
+        width = min(len(run) for run in runs)
+        values = np.array([run[:width] for run in runs], dtype=float)
+        steps = np.arange(1, width + 1)
+        mean = np.nanmean(values, axis=0)
+        ax.plot(steps, mean, color=f"C{i}", label=f"{name} (n={len(runs)})")
+        if len(runs) > 1:
+            half = stats.t.ppf(0.975, len(runs) - 1) * np.nanstd(values, axis=0, ddof=1) / math.sqrt(len(runs))
+            ax.fill_between(steps, mean - half, mean + half, color=f"C{i}", alpha=0.15)
+    ax.set(xlabel="candidates trained", ylabel=f"best {metric} so far", title="search: best so far")
+    _integer_ticks(ax.xaxis)
+    ax.legend(fontsize=8, loc="lower right")
+    return ax.figure

@@ -239,10 +239,13 @@ class StrictModel(BaseModel):
 
 
 class GeneratorSpec(StrictModel):
-    """One graph generator of ``graphprior.generators`` and its parameters."""
+    """One graph generator of ``graphprior.generators`` and its parameters; ``repetitions``
+    (grid sampling) overrides the sweep's graphs per grid point for this generator, e.g. 1
+    for a deterministic one (a ring lattice), whose repetitions would all be one graph."""
 
     name: str
     params: dict[str, ParamField] = Field(default_factory=dict)
+    repetitions: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _check_references(self) -> "GeneratorSpec":
@@ -675,6 +678,10 @@ class SweepSpec(StrictModel):
                         raise PathError(
                             ("generators", i, "params", key), 'a distribution needs sampling = "random"'
                         )
+        else:
+            for i, generator in enumerate(self.generators):
+                if generator.repetitions is not None:
+                    raise PathError(("generators", i, "repetitions"), 'is only allowed with sampling = "grid"')
         for i, generator in enumerate(self.generators):
             _check_generator(i, generator)
         for i, generator in enumerate(self.generators):
@@ -686,6 +693,7 @@ class SweepSpec(StrictModel):
         data = self.model_dump(mode="python", exclude={"generators"} | ({"sparsity"} if not self.sparsity else set()))
         data["generators"] = [
             {"name": g.name, "params": {k: _param_to_json(v) for k, v in g.params.items()}}
+            | ({"repetitions": g.repetitions} if g.repetitions is not None else {})
             for g in self.generators
         ]
         return json.loads(json.dumps(data))
@@ -844,7 +852,7 @@ def preset_names(prune: bool = False) -> list[str]:
 
 
 def load_preset(name: str) -> SweepSpec:
-    """Load a shipped preset spec (``quick``, ``paper``, ``prior``)."""
+    """Load a shipped preset spec by name (:func:`preset_names` lists them)."""
     names = preset_names()
     if name not in names:
         raise SpecError(f"preset: unknown preset {name!r}; allowed: {', '.join(names)}")
@@ -977,7 +985,7 @@ def _points(spec: SweepSpec, index: int, generator: GeneratorSpec) -> list[tuple
     points = []
     if spec.sampling == "grid":
         for point in _grid_points(generator):
-            for repetition in range(spec.repetitions):
+            for repetition in range(generator.repetitions or spec.repetitions):
                 seed = int(_digest([spec.seed, generator.name, point, repetition])[:8], 16) >> 1
                 points.append((point, seed))
     else:

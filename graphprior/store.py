@@ -362,11 +362,27 @@ class ResultsStore:
         """Every stored run as a :class:`RunRecord`."""
         cursor = self._connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY finished, run_id")
         for row in cursor:
-            values = dict(zip(_COLUMNS, row))
-            for column in _JSON_COLUMNS:
-                values[column] = json.loads(values[column])
-            values["graph_id"] = values["graph_id"] or None
-            yield RunRecord(**values)
+            yield _record(row)
+
+    def records_for(self, run_ids: Iterable[str]) -> dict[str, RunRecord]:
+        """The stored records of ``run_ids`` by run id (ids not stored are left out); a search
+        reads its candidates' results this way without reading the whole store."""
+        wanted = set(run_ids)
+        found: dict[str, RunRecord] = {}
+        for chunk in [sorted(wanted)[i:i + 500] for i in range(0, len(wanted), 500)]:
+            marks = ", ".join("?" * len(chunk))
+            cursor = self._connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id IN ({marks})", chunk)
+            found.update((record.run_id, record) for record in map(_record, cursor))
+        return found
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    """A stored row (the columns ``_COLUMNS``) as a :class:`RunRecord`."""
+    values = dict(zip(_COLUMNS, row))
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(values[column])
+    values["graph_id"] = values["graph_id"] or None
+    return RunRecord(**values)
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,13 @@ def build_model(config: RunConfig, graphs: Sequence[Any], vocabulary_size: int, 
 
 
 def structural_features(graphs: Sequence[Any]) -> dict[str, float]:
-    """``graphprior.features.graph_features`` of the run's graph (the mean over per-gate graphs)."""
+    """``graphprior.features.graph_features`` of the run's graph (the mean over per-gate graphs),
+    with the attributes its generator recorded (``graphprior.generators.recorded_attributes``,
+    e.g. ``edge_deviation`` from an edge budget)."""
     from graphprior.features import graph_features
+    from graphprior.generators import recorded_attributes
 
-    rows = [graph_features(g) for g in graphs]
+    rows = [graph_features(g) | recorded_attributes(g) for g in graphs]
     return {name: float(np.mean([row[name] for row in rows])) for name in rows[0]}
 
 

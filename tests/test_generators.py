@@ -43,8 +43,13 @@ EXAMPLES: dict[str, dict] = {
     "stochastic_block": dict(sizes=[5, 7], p=[[0.8, 0.1], [0.1, 0.6]]),
     "planted_partition": dict(groups=3, size=4, p_in=0.9, p_out=0.1),
     "random_geometric": dict(n=30, radius=0.3),
+    "barabasi_albert_edges": dict(n=30, budget=100),
+    "powerlaw_cluster_edges": dict(n=30, budget=100, p=0.5),
+    "configuration_model": dict(n=30, budget=100, exponent=2.5),
+    "block_model_edges": dict(n=30, budget=100, blocks=3, ratio=5.0),
+    "dense_matched": dict(budget=100),
 }
-DETERMINISTIC = {"ring_lattice", "complete"}
+DETERMINISTIC = {"ring_lattice", "complete", "dense_matched"}
 
 
 def test_every_generator_has_an_example():
@@ -65,6 +70,11 @@ GOLDEN: dict[str, tuple[str, str]] = {
     "planted_partition": ("3dfc2a8c64c57162", "e48b0f51c49c6050"),
     "powerlaw_cluster": ("1231f0711c72c992", "f6b97820cd03e378"),
     "random_geometric": ("488f756874fd841d", "211d83698b229378"),
+    "barabasi_albert_edges": ("acc637d8bd66b991", "356e78209dbef170"),
+    "powerlaw_cluster_edges": ("fae7426c75603876", "65fd2bf339e35ca3"),
+    "configuration_model": ("bb6834d0dd804ac5", "b0b128031e14de60"),
+    "block_model_edges": ("4f08950f98741466", "3eed80ca14a715cc"),
+    "dense_matched": ("89edaa62362d50fa", "89edaa62362d50fa"),
     "random_regular": ("f9a9443e7b3ac419", "1662c7136bba5924"),
     "ring_lattice": ("0ab6a53520625513", "0ab6a53520625513"),
     "stochastic_block": ("b08e2b5062d1d138", "00f18d8b8f6bcafb"),

@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("prune_cmd", "prune"),
     "store": ("store_cmd", "store"),
     "compare-study": ("study_cmd", "compare_study"),
+    "search": ("search_cmd", "search"),
+    "topology": ("topology_cmd", "topology"),
 }
 
 
@@ -47,6 +49,8 @@ SHORT_HELP: dict[str, str] = {
              "[prune] table) or --preset into --store, skipping stored runs.",
     "store": "Check a results store, or merge the stores of several machines into one.",
     "compare-study": "Compare the runs of STORE with the study's published results, per cell type.",
+    "search": "Search the graph priors of SPEC_FILE (a sweep spec with a [search] table) for the best one.",
+    "topology": "Report a fixed-budget topology sweep (preset 'topology'): does structure matter beyond size?",
 }
 
 

@@ -47,7 +47,8 @@ def bench() -> None:
 
 @bench.command("run")
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--preset", help="A shipped spec instead of SPEC_FILE: quick, paper or prior.")
+@click.option("--preset", help="A shipped spec instead of SPEC_FILE, e.g. quick, paper, prior, paper-study; "
+                                 "an unknown name lists them all.")
 @click.option("--store", required=True, type=_STORE, help="SQLite results store (created if missing).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (local backend) [default: cores].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True,

@@ -52,6 +52,8 @@ _EXPECTED_EDGES: dict[str, tuple[Callable[..., float], str]] = {
     "planted_partition": (lambda groups, size, p_in, p_out, **_: groups * p_in * _pairs(size)
                           + p_out * _pairs(groups) * size * size, "--param groups/size/p_in/p_out"),
     "random_geometric": (lambda n, radius, **_: _pairs(n) * min(1.0, 3.1416 * radius * radius), "--n, --param radius"),
+    **dict.fromkeys(("barabasi_albert_edges", "powerlaw_cluster_edges", "configuration_model", "block_model_edges",
+                     "dense_matched"), (lambda budget, **_: budget, "--param budget")),
 }
 
 
@@ -61,6 +63,10 @@ def _expected_nodes(params: dict[str, Any]) -> tuple[float, str]:
         return float(sum(params["sizes"])), "--param sizes"
     if "groups" in params:
         return float(params["groups"] * params["size"]), "--param groups/size"
+    if "n" not in params:  # dense_matched: the units its edge budget asks for
+        from graphprior.generators import dense_units
+
+        return float(dense_units(params["budget"])), "--param budget"
     return float(params["n"]), "--n"
 
 
