@@ -56,10 +56,10 @@ from graphprior.spec import (
     StrictModel,
     SweepSpec,
     expand,
-    format_error,
     load_spec,
     preset_names,
     sample_runs,
+    table_error,
     validate_spec,
 )
 from graphprior.store import RunRecord, store_errors
@@ -183,16 +183,6 @@ class PruneSpec:
 # ---------------------------------------------------------------------------------------
 
 
-def _prune_error(error: ValidationError) -> SpecError:
-    """One line for the first error of the ``[prune]`` table."""
-    first = error.errors()[0]
-    loc = tuple(first["loc"])
-    if first["type"] == "extra_forbidden":
-        return SpecError(f"prune: unknown key {loc[-1]!r}; allowed: {', '.join(PruneSettings.model_fields)}")
-    more = len(error.errors()) - 1
-    return SpecError(format_error({**first, "loc": ("prune", *loc)}) + (f" (and {more} more)" if more else ""))
-
-
 def validate_prune_spec(data: dict[str, Any] | PruneSpec) -> PruneSpec:
     """Validate a prune spec given as plain data: the sweep keys by ``validate_spec``, the
     ``[prune]`` table by :class:`PruneSettings`; raise ``SpecError`` with one line."""
@@ -209,7 +199,7 @@ def validate_prune_spec(data: dict[str, Any] | PruneSpec) -> PruneSpec:
     try:
         settings = PruneSettings.model_validate(data["prune"])
     except ValidationError as error:
-        raise _prune_error(error) from None
+        raise table_error("prune", PruneSettings, error) from None
     if settings.retrain_epochs is None:
         settings = settings.model_copy(update={"retrain_epochs": sweep.train.epochs})
     if settings.rewind_epoch is not None and settings.rewind_epoch >= sweep.train.epochs:

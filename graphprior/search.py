@@ -57,10 +57,10 @@ from graphprior.spec import (
     StrictModel,
     SweepSpec,
     Uniform,
-    _draw,
-    _resolution_order,
-    format_error,
+    draw_value,
     load_spec,
+    resolution_order,
+    table_error,
     validate_spec,
 )
 
@@ -144,15 +144,6 @@ class SearchSpec:
         return self.sweep.name
 
 
-def _search_error(error: ValidationError) -> SpecError:
-    """The first error of the ``[search]`` table as one line naming ``search.<key>``."""
-    first, *rest = error.errors()
-    more = f" (and {len(rest)} more)" if rest else ""
-    if first["type"] == "extra_forbidden":
-        return SpecError(f"search: unknown key {first['loc'][-1]!r}; allowed: {', '.join(SearchSettings.model_fields)}")
-    return SpecError(format_error({**first, "loc": ("search", *first["loc"])}) + more)
-
-
 def validate_search_spec(data: dict[str, Any] | SearchSpec) -> SearchSpec:
     """Validate a search spec given as plain data; raise ``SpecError`` with one line.
 
@@ -181,7 +172,7 @@ def validate_search_spec(data: dict[str, Any] | SearchSpec) -> SearchSpec:
     try:
         settings = SearchSettings.model_validate(data["search"])
     except ValidationError as error:
-        raise _search_error(error) from None
+        raise table_error("search", SearchSettings, error) from None
     spec = SearchSpec(sweep, settings)
     SearchSpace(spec).check_budget()
     return spec
@@ -253,7 +244,7 @@ class SearchSpace:
         """All parameters of the genome's generator: its free ones and the derived ones."""
         spec = self.generators[genome.generator]
         values: dict[str, Any] = dict(genome.params)
-        for key in _resolution_order(spec.params):
+        for key in resolution_order(spec.params):
             value = spec.params[key]
             if isinstance(value, Derived):
                 values[key] = value.evaluate(values)
@@ -299,7 +290,7 @@ class SearchSpace:
 
     def _draw_genome(self, rng: np.random.Generator) -> Genome:
         generator = list(self.generators)[int(rng.integers(len(self.generators)))]
-        params = tuple((k, _draw(v, rng)) for k, v in self.free(generator).items())
+        params = tuple((k, draw_value(v, rng)) for k, v in self.free(generator).items())
         options = {name: values[int(rng.integers(len(values)))] for name, values in self.options.items()}
         return Genome(generator, params, int(rng.integers(_SEED_LIMIT)), **options)
 
@@ -341,7 +332,7 @@ class SearchSpace:
         if gene == "generator":
             others = [g for g in self.generators if g != genome.generator]
             generator = others[int(rng.integers(len(others)))]
-            params = tuple((k, _draw(v, rng)) for k, v in self.free(generator).items())
+            params = tuple((k, draw_value(v, rng)) for k, v in self.free(generator).items())
             return dataclasses.replace(genome, generator=generator, params=params)
         if gene == "graph_seed":
             return dataclasses.replace(genome, graph_seed=int(rng.integers(_SEED_LIMIT)))

@@ -257,7 +257,7 @@ class GeneratorSpec(StrictModel):
                         ("params", key),
                         f"refers to unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(self.params)}",
                     )
-        _resolution_order(self.params)  # raises on a cycle
+        resolution_order(self.params)  # raises on a cycle
         return self
 
 
@@ -742,7 +742,7 @@ def _check_generator_values(index: int, generator: GeneratorSpec, points: list[t
                              f"{error} (in {generator.name} with {values})") from None
 
 
-def _resolution_order(params: dict[str, ParamValue]) -> list[str]:
+def resolution_order(params: dict[str, ParamValue]) -> list[str]:
     """Parameter names ordered so that derived values follow what they read (raises on cycles)."""
     order: list[str] = []
     pending = dict(params)
@@ -797,6 +797,16 @@ def format_error(error: dict[str, Any]) -> str:
         return f"{_format_path(loc)}: {error['msg'].removeprefix('Value error, ')}"
     message = re.sub(r"^\w+ should", "must", error["msg"]).replace(" after validation", "")
     return f"{_format_path(loc)}: {message}, got {error['input']!r}"
+
+
+def table_error(table: str, settings: type[BaseModel], error: ValidationError) -> SpecError:
+    """One line for the first error of a spec's own table (``[prune]``, ``[search]``):
+    the key path under ``table``, with ``settings``' keys named for an unknown one."""
+    first, *rest = error.errors()
+    more = f" (and {len(rest)} more)" if rest else ""
+    if first["type"] == "extra_forbidden":
+        return SpecError(f"{table}: unknown key {first['loc'][-1]!r}; allowed: {', '.join(settings.model_fields)}")
+    return SpecError(format_error({**first, "loc": (table, *first["loc"])}) + more)
 
 
 def validate_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
@@ -957,7 +967,7 @@ def _python_scalar(value: Any) -> Scalar:
 
 
 def _resolve_derived(generator: GeneratorSpec, values: dict[str, Any]) -> dict[str, Scalar]:
-    for key in _resolution_order(generator.params):
+    for key in resolution_order(generator.params):
         value = generator.params[key]
         if isinstance(value, Derived):
             values[key] = value.evaluate(values)
@@ -972,7 +982,8 @@ def _grid_points(generator: GeneratorSpec) -> list[dict[str, Scalar]]:
     return points
 
 
-def _draw(value: ParamValue, rng: np.random.Generator) -> Scalar:
+def draw_value(value: ParamValue, rng: np.random.Generator) -> Scalar:
+    """One draw of a parameter's domain: a choice among its values or a uniform number."""
     if isinstance(value, Choice):
         return value.values[int(rng.integers(len(value.values)))]
     if value.integer:
@@ -991,7 +1002,7 @@ def _points(spec: SweepSpec, index: int, generator: GeneratorSpec) -> list[tuple
     else:
         rng = np.random.default_rng([spec.seed, index])
         for _ in range(spec.n_samples or 0):
-            drawn = {k: _draw(v, rng) for k, v in generator.params.items() if not isinstance(v, Derived)}
+            drawn = {k: draw_value(v, rng) for k, v in generator.params.items() if not isinstance(v, Derived)}
             points.append((_resolve_derived(generator, drawn), int(rng.integers(2**31))))
     return points
 
