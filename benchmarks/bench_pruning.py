@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
+from graphprior.intervals import t_interval
 
 from graphprior.digits import digits, mnist
 from rnn_models.config import TrainConfig
@@ -66,9 +66,7 @@ LEVELS = (0.5, 0.8, 0.9)
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of its 95 % t-interval."""
-    if len(values) < 2:
-        return float(np.mean(values)), float("nan")
-    return float(np.mean(values)), float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
+    return t_interval(values)
 
 
 def accuracy_table(train, test, seeds: int, hidden: int, epochs: int, retrain: int) -> dict:

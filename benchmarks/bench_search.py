@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from graphprior.intervals import t_interval
 
 from graphprior.executors import SerialExecutor
 from graphprior.plots import best_so_far
@@ -41,11 +40,8 @@ SPEC = Path(__file__).resolve().parent.parent / "examples" / "search.toml"
 
 def interval(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% t-interval (0 for one value)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
+    mean, half = t_interval(values)
+    return mean, 0.0 if len(values) < 2 else half
 
 
 def run(spec_path: Path, seeds: int, budget: int, retrain_seeds: int, out: Path) -> dict:

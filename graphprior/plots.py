@@ -316,7 +316,7 @@ def best_so_far(curves: Mapping[str, Sequence[Sequence[float]]], metric: str = "
     """Best-so-far curves of searches (``graphprior.search``): per strategy (a key of
     ``curves``), the best score after each trained candidate, one list per search seed; the
     mean over seeds with a 95% t-interval shaded when there are several."""
-    from scipy import stats
+    from graphprior.intervals import t_interval
 
     ax = _axes(ax, (5.5, 3.6))
     for i, (name, runs) in enumerate(curves.items()):
@@ -325,10 +325,9 @@ def best_so_far(curves: Mapping[str, Sequence[Sequence[float]]], metric: str = "
         width = min(len(run) for run in runs)
         values = np.array([run[:width] for run in runs], dtype=float)
         steps = np.arange(1, width + 1)
-        mean = np.nanmean(values, axis=0)
+        mean, half = t_interval(values, axis=0)
         ax.plot(steps, mean, color=f"C{i}", label=f"{name} (n={len(runs)})")
         if len(runs) > 1:
-            half = stats.t.ppf(0.975, len(runs) - 1) * np.nanstd(values, axis=0, ddof=1) / math.sqrt(len(runs))
             ax.fill_between(steps, mean - half, mean + half, color=f"C{i}", alpha=0.15)
     ax.set(xlabel="candidates trained", ylabel=f"best {metric} so far", title="search: best so far")
     _integer_ticks(ax.xaxis)

@@ -35,8 +35,9 @@ and trains only what is missing: nothing lost, nothing trained twice.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -232,7 +233,7 @@ class SearchSpace:
             "gate_layout": self.settings.gate_layouts or (model.gate_layout,),
             "sparsity": self.settings.sparsity_methods or ("none",),
         }
-        self._weights: dict[Genome, int] = {}
+        self._measured: dict[Genome, tuple[int, str]] = {}
 
     # -- what a genome means
 
@@ -262,25 +263,43 @@ class SearchSpace:
                           gate_layout=genome.gate_layout, cell=genome.cell, task=sweep.tasks[0], train=sweep.train,
                           seed=seed, sparsity=sparsity_run(genome)) for seed in seeds]
 
+    def _measure(self, genome: Genome) -> tuple[int, str]:
+        """The candidate's recurrent weights and a digest of its masks, drawn once per genome."""
+        if genome not in self._measured:
+            masks = run_masks(self.runs_with_seeds(genome, (0,))[0])
+            self._measured[genome] = (count_weights(masks, genome.cell), masks_digest(masks))
+        return self._measured[genome]
+
     def weights(self, genome: Genome) -> int:
         """Recurrent weights of the candidate: non-zero entries of ``weight_hh`` over all gate
-        blocks (the mask's edges times the gate count when tiled). Drawn once per genome."""
-        if genome not in self._weights:
-            self._weights[genome] = recurrent_weights(self.runs_with_seeds(genome, (0,))[0])
-        return self._weights[genome]
+        blocks (the mask's edges times the gate count when tiled)."""
+        return self._measure(genome)[0]
+
+    def identity(self, genome: Genome) -> tuple[str, str, str, str]:
+        """What decides a candidate's training: its masks, cell, gate layout and sparsity
+        method. Genomes of one identity (a deterministic generator under two graph seeds, say)
+        train the same network, so a search counts them as one candidate."""
+        return (self._measure(genome)[1], genome.cell, genome.gate_layout, genome.sparsity)
 
     def problem(self, genome: Genome) -> str | None:
-        """Why ``genome`` is not a valid candidate (None when it is)."""
+        """Why ``genome`` is not a valid candidate (None when it is): a parameter the generator
+        rejects, a graph its mapping rejects, or more recurrent weights than the budget."""
+        over = self.over_budget(genome)
+        if over is None or isinstance(over, str):
+            return over
+        return f"{over} recurrent weights, over the budget of {self.settings.max_weights}"
+
+    def over_budget(self, genome: Genome) -> int | str | None:
+        """None for a valid candidate; its weight count when only the budget rules it out;
+        else why it cannot be built at all."""
         from graphprior.generators import check_parameters
 
         try:
             check_parameters(genome.generator, **self.resolved(genome))
+            weights = self.weights(genome)
         except (ValueError, SpecError) as error:
             return str(error)
-        weights = self.weights(genome)
-        if weights > self.settings.max_weights:
-            return f"{weights} recurrent weights, over the budget of {self.settings.max_weights}"
-        return None
+        return weights if weights > self.settings.max_weights else None
 
     def valid(self, genome: Genome) -> bool:
         """Whether ``genome`` is a valid candidate within the budget."""
@@ -307,17 +326,20 @@ class SearchSpace:
         """Raise SpecError naming ``search.max_weights`` when no candidate of ``MAX_TRIES``
         seeded draws is valid within the budget (the smallest drawn is named)."""
         rng = np.random.default_rng(0)
-        smallest = None
+        smallest, unbuildable = None, None
         for _ in range(MAX_TRIES):
-            genome = self._draw_genome(rng)
-            problem = self.problem(genome)
-            if problem is None:
+            over = self.over_budget(self._draw_genome(rng))
+            if over is None:
                 return
-            if "budget" in problem:
-                smallest = min(self.weights(genome), smallest or math.inf)
-        found = f" (the smallest drawn has {smallest})" if smallest is not None else ""
+            if isinstance(over, str):
+                unbuildable = unbuildable or over
+            else:
+                smallest = min(over, smallest or math.inf)
+        if smallest is None:
+            raise SpecError(f"search: no candidate of {MAX_TRIES} drawn from the search space can be built; "
+                            f"the first: {unbuildable}")
         raise SpecError(f"search.max_weights: no candidate of {MAX_TRIES} drawn from the search space has at most "
-                        f"{self.settings.max_weights} recurrent weights{found}")
+                        f"{self.settings.max_weights} recurrent weights (the smallest drawn has {smallest})")
 
     def genes(self, genome: Genome) -> list[str]:
         """The genes a mutation may change: free parameters with more than one value, the
@@ -347,8 +369,7 @@ class SearchSpace:
     def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
         """A valid genome differing from ``genome`` in one gene (chosen uniformly): a
         parameter moved to a neighbouring value, a new graph seed, another option or
-        generator. After ``MAX_TRIES`` invalid tries, a new graph seed (always valid when
-        the parent is, for generators whose size does not depend on the seed) or a sample."""
+        generator. After ``MAX_TRIES`` invalid tries, a fresh sample."""
         genes = self.genes(genome)
         for _ in range(MAX_TRIES):
             child = self._mutated(genome, genes[int(rng.integers(len(genes)))], rng)
@@ -405,17 +426,39 @@ def _perturb(domain: Choice | Uniform, value: Scalar, rng: np.random.Generator) 
     return float(np.clip(float(value) + rng.normal(0.0, width / 10), domain.low, domain.high))
 
 
-def recurrent_weights(config: RunConfig) -> int:
-    """Non-zero entries of the run's ``weight_hh`` mask over all gate blocks: its recurrent
-    weights (``graphprior.sweep.prior_graphs`` and ``graphprior.priors``, as the model is built)."""
+def run_masks(config: RunConfig) -> list[Any]:
+    """The run's boolean hidden-to-hidden masks as the model is built from them
+    (``graphprior.sweep.prior_graphs``, ``graphprior.priors``): one, tiled over the gates,
+    or one per gate with the ``per_gate`` layout."""
     from graphprior.priors import recurrent_mask
     from graphprior.sweep import prior_graphs
+
+    return [recurrent_mask(g, orientation=config.orientation, self_loops=config.self_loops, seed=config.graph_seed)
+            for g in prior_graphs(config)]
+
+
+def count_weights(masks: Sequence[Any], cell: str) -> int:
+    """Non-zero entries of ``weight_hh`` over all gate blocks: a single mask's edges times the
+    cell's gate count (tiled), else the per-gate masks' edges summed."""
     from rnn_models.masked import GATES
 
-    masks = [recurrent_mask(g, orientation=config.orientation, self_loops=config.self_loops, seed=config.graph_seed)
-             for g in prior_graphs(config)]
     edges = sum(int(mask.sum()) for mask in masks)
-    return edges * GATES[config.cell] if len(masks) == 1 else edges
+    return edges * GATES[cell] if len(masks) == 1 else edges
+
+
+def masks_digest(masks: Sequence[Any]) -> str:
+    """A hash of the masks' shapes and entries: equal for equal masks."""
+    digest = hashlib.sha256()
+    for mask in masks:
+        array = np.asarray(mask, dtype=bool)
+        digest.update(repr(array.shape).encode() + np.packbits(array).tobytes())
+    return digest.hexdigest()
+
+
+def recurrent_weights(config: RunConfig) -> int:
+    """The run's recurrent weights: non-zero entries of its ``weight_hh`` mask over all gate
+    blocks (:func:`count_weights` of :func:`run_masks`)."""
+    return count_weights(run_masks(config), config.cell)
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,7 +523,7 @@ class Generation:
 class Strategy(Protocol):
     """Proposes the next generation from the candidates trained so far."""
 
-    def propose(self, history: Sequence[Candidate], want: int, seen: set[Genome],
+    def propose(self, history: Sequence[Candidate], want: int, seen: set[Hashable],
                 rng: np.random.Generator) -> Generation: ...
 
 
@@ -490,9 +533,10 @@ class RandomSearch:
 
     space: SearchSpace
 
-    def propose(self, history: Sequence[Candidate], want: int, seen: set[Genome],
+    def propose(self, history: Sequence[Candidate], want: int, seen: set[Hashable],
                 rng: np.random.Generator) -> Generation:
-        chosen = _unseen(lambda: self.space.sample(rng), want, seen)
+        """``want`` new random candidates."""
+        chosen = _unseen(lambda: self.space.sample(rng), want, seen, self.space.identity)
         return Generation(chosen, chosen)
 
 
@@ -512,15 +556,18 @@ class Evolution:
     selector: Literal["random", "surrogate"] | None = None
     seed: int = 0
 
-    def propose(self, history: Sequence[Candidate], want: int, seen: set[Genome],
+    def propose(self, history: Sequence[Candidate], want: int, seen: set[Hashable],
                 rng: np.random.Generator) -> Generation:
+        """``want`` new candidates: random ones until the population is full, then children
+        (of which the selector picks ``want`` from ``proposals``)."""
         settings = self.space.settings
         if len(history) < settings.population:
-            chosen = _unseen(lambda: self.space.sample(rng), min(want, settings.population - len(history)), seen)
+            chosen = _unseen(lambda: self.space.sample(rng), min(want, settings.population - len(history)), seen,
+                             self.space.identity)
             return Generation(chosen, chosen)
         population = list(history[-settings.population:])
         size = want if self.selector is None else max(settings.proposals, want)
-        pool = _unseen(lambda: self._child(population, rng), size, seen)
+        pool = _unseen(lambda: self._child(population, rng), size, seen, self.space.identity)
         if self.selector is None:
             return Generation(pool, pool)
         if self.selector == "random":
@@ -571,15 +618,19 @@ def select_by_prediction(predicted: np.ndarray, want: int, explore: float, rng: 
     return sorted(best + [others[i] for i in picked])
 
 
-def _unseen(draw: Callable[[], Genome], count: int, seen: set[Genome]) -> list[Genome]:
-    """``count`` distinct genomes from ``draw`` that are not in ``seen`` (fewer when
+def _unseen(draw: Callable[[], Genome], count: int, seen: set[Hashable],
+            identity: Callable[[Genome], Hashable]) -> list[Genome]:
+    """``count`` genomes from ``draw`` of distinct identities not in ``seen`` (fewer when
     ``MAX_TRIES`` draws per genome find none: a small space exhausted)."""
     found: list[Genome] = []
+    taken: set[Hashable] = set()
     for _ in range(count):
         for _ in range(MAX_TRIES):
             genome = draw()
-            if genome not in seen and genome not in found:
+            key = identity(genome)
+            if key not in seen and key not in taken:
                 found.append(genome)
+                taken.add(key)
                 break
     return found
 
@@ -663,20 +714,23 @@ def run_search(spec: SearchSpec | dict[str, Any], store: str | Path, budget: int
     executor = executor or make_executor(backend, workers=workers, address=address)
     candidates: list[Candidate] = []
     generations: list[Generation] = []
-    seen: set[Genome] = set()
+    seen: set[Hashable] = set()
     trained, start = 0, time.perf_counter()
     bar = tqdm(total=budget, unit="candidate", desc=f"search {name}", disable=not progress, dynamic_ncols=True)
     with bar:
         while len(candidates) < budget:
             rng = np.random.default_rng([seed, len(generations)])
-            generation = chooser.propose(candidates, min(spec.settings.batch, budget - len(candidates)), seen, rng)
+            # always a whole batch, cut to what the budget has left: a later, larger --budget
+            # proposes the same generation and keeps the candidates trained from it
+            generation = chooser.propose(candidates, spec.settings.batch, seen, rng)
+            generation = dataclasses.replace(generation, chosen=generation.chosen[:budget - len(candidates)])
             if not generation.chosen:
                 break  # the space is exhausted
             generations.append(generation)
             results, newly = _evaluate(space, generation.chosen, store, executor)
             trained += newly
             candidates += results
-            seen.update(generation.chosen)
+            seen.update(space.identity(g) for g in generation.chosen)
             bar.update(len(results))
             best = max((ranking_score(c, spec.settings.mode) for c in candidates), default=-math.inf)
             bar.set_postfix({"best": _sign(spec.settings.mode) * best}, refresh=False)

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from graphprior.features import FEATURE_NAMES
+from graphprior.intervals import t_interval
 from graphprior.predict import (
     SIZE_FEATURES,
     PredictionTable,
@@ -118,13 +118,8 @@ def _scope(frame: pd.DataFrame, budget: int, task: str, cell: str) -> pd.DataFra
 
 def seed_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
     """Mean and Student-t confidence interval of per-seed values (``n`` of them; NaN bounds below two)."""
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+    mean, half = t_interval(values, confidence)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
 
 
 def _per_seed(rows: pd.DataFrame, target: str) -> pd.Series:
@@ -402,10 +397,14 @@ def _family_lines(families: pd.DataFrame, budget: int, task: str) -> list[str]:
     for cell in _cells_in_order(rows):
         part = rows[rows["cell"] == cell]
         priors, base = part[~part["baseline"]], part[part["baseline"]]
-        best, worst = priors.iloc[0], priors.iloc[-1]
+        best, worst = (_family_ci(priors.iloc[i]) if len(priors) else "n/a (no finished prior runs)" for i in (0, -1))
         baseline = _ci(base.iloc[0]) if len(base) else "n/a"
-        lines.append(f"| {cell} | {best.family}: {_ci(best)} | {worst.family}: {_ci(worst)} | {baseline} |")
+        lines.append(f"| {cell} | {best} | {worst} | {baseline} |")
     return lines + [""]
+
+
+def _family_ci(row: pd.Series, column: str = "mean") -> str:
+    return f"{row.family}: {_ci(row, column)}"
 
 
 def _dense_lines(dense: pd.DataFrame, budget: int, task: str) -> list[str]:
@@ -417,7 +416,7 @@ def _dense_lines(dense: pd.DataFrame, budget: int, task: str) -> list[str]:
     for cell in _cells_in_order(rows):
         part = rows[rows["cell"] == cell]
         pooled = part[part["family"] == "all priors"].iloc[0]
-        best = part[part["family"] != "all priors"].sort_values("difference", ascending=False).iloc[0]
-        lines.append(f"| {cell} | {pooled.dense_units} | {_ci(pooled, 'difference')} | "
-                     f"{best.family}: {_ci(best, 'difference')} |")
+        families = part[part["family"] != "all priors"].sort_values("difference", ascending=False)
+        best = _family_ci(families.iloc[0], "difference") if len(families) else "n/a (no finished prior runs)"
+        lines.append(f"| {cell} | {pooled.dense_units} | {_ci(pooled, 'difference')} | {best} |")
     return lines + [""]

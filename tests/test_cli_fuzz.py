@@ -157,6 +157,26 @@ CASES = [
     (2, "compare-study {T}/d.db"),
     (2, "compare-study {T}/dir"),
     (2, "compare-study {T}/r.db --repeats 0"),
+    (2, "search {T}/missing.toml --budget 2 --store {T}/s.db"),
+    (2, "search {T}/dir --budget 2 --store {T}/s.db"),
+    (1, "search {T}/garbage.toml --budget 2 --store {T}/s.db"),
+    (1, "search {T}/bad.toml --budget 2 --store {T}/s.db"),
+    (1, "search {T}/nosearch.toml --budget 2 --store {T}/s.db"),
+    (1, "search {T}/badsearch.toml --budget 2 --store {T}/s.db"),
+    (2, "search {T}/search.toml --budget 0 --store {T}/s.db"),
+    (2, "search {T}/search.toml --budget 2 --store {T}/s.db --strategy nope"),
+    (2, "search {T}/search.toml --budget 2 --store {T}/s.db --retrain -1"),
+    (2, "search {T}/search.toml --budget 2 --store {T}/s.db --out {T}/file"),
+    (1, "search {T}/search.toml --budget 2 --store {T}/garbage.db"),
+    (1, "search {T}/search.toml --budget 2 --store {T}/text.db"),
+    (2, "topology {T}/missing.db"),
+    (2, "topology {T}/dir"),
+    (1, "topology {T}/garbage.db"),
+    (2, "topology {T}/garbage.csv"),
+    (2, "topology {T}/r.db"),
+    (2, "topology {T}/r.db --bins 0"),
+    (2, "topology {T}/r.db --folds 1"),
+    (2, "topology {T}/r.db -o {T}/file"),
     (2, "nosuch"),
     (2, "bench nosuch")
 ]
@@ -172,6 +192,10 @@ def bad_files(tmp_path_factory) -> Path:
     (folder / "bad.toml").write_text('name = "x"\n[[generators]]\nname = "erdos_renyi_gnp"\nparams = {n = 8, p = 1.5}\n'
                                      '[model]\ncells = ["gru"]\n[[tasks]]\nkind = "classify"\nsize = 50\n')
     (folder / "dir").mkdir()
+    search = (Path(__file__).parents[1] / "examples" / "search.toml").read_text()
+    (folder / "search.toml").write_text(search)
+    (folder / "nosearch.toml").write_text(search.split("[search]")[0])
+    (folder / "badsearch.toml").write_text(search.replace("max_weights = 160", "max_weights = -3"))
     (folder / "empty.csv").write_text("")
     (folder / "garbage.csv").write_text('a,b\n1\n"unclosed\n')
     (folder / "garbage.edges").write_text("a b c\nx\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import tomllib
 from pathlib import Path
@@ -113,6 +114,13 @@ def test_budget_counts_gate_blocks(space: SearchSpace) -> None:
     ({"search": {"max_weights": 60}, "model": {"mapping": "layered"}}, "model.mapping: a search needs"),
     ({"search": {"max_weights": 60}, "sparsity": {"method": "set"}}, "sparsity: not allowed in a search spec"),
     ({"search": {"max_weights": 60, "proposals": 2}}, "search.proposals: must be at least batch"),
+    # a parameter error that mentions "budget" is not a budget problem
+    ({"search": {"max_weights": 5}, "generators": [{"name": "barabasi_albert_edges", "params": {
+        "n": {"uniform_int": [6, 10]}, "budget": {"uniform_int": [10, 40]}}}]},
+     "search.max_weights: no candidate of 200 drawn from the search space has at most 5 recurrent weights"),
+    ({"search": {"max_weights": 60, "orientations": ["as_given"]}},
+     "search: no candidate of 200 drawn from the search space can be built; the first: orientation 'as_given' "
+     "needs directed graphs"),
 ])
 def test_bad_search_spec_is_one_line(change: dict, start: str) -> None:
     data = copy.deepcopy(SPEC)
@@ -272,6 +280,44 @@ def _toml(data: dict) -> str:
     for table in ("model", "train", "search"):
         lines += [f"[{table}]"] + [f"{k} = {value(v)}" for k, v in data[table].items()]
     return "\n".join(lines) + "\n"
+
+
+def test_unbuildable_options_are_never_proposed(space: SearchSpace) -> None:
+    mixed = SearchSpace(validate_search_spec(spec_with(orientations=["as_given", "symmetric"])))
+    rng = np.random.default_rng(0)
+    genomes = [mixed.sample(rng) for _ in range(30)]
+    assert {g.orientation for g in genomes} == {"symmetric"}
+    assert "needs directed graphs" in mixed.problem(dataclasses.replace(genomes[0], orientation="as_given"))
+
+
+def test_one_network_under_two_graph_seeds_is_one_candidate(tmp_path: Path) -> None:
+    """A deterministic generator ignores the graph seed: the space holds 2 networks, not
+    2 x 2**31, and the search trains each once and then stops."""
+    data = spec_with(orientations=["symmetric"], self_loops=[False], gate_layouts=["tiled"], batch=2,
+                     proposals=4, population=2)
+    data["generators"] = [{"name": "ring_lattice", "params": {"n": [6, 8], "k": 2}}]
+    data["model"] = {"cells": ["rnn_tanh"]}
+    space = SearchSpace(validate_search_spec(data))
+    rng = np.random.default_rng(0)
+    first, second = space.sample(rng), space.sample(rng)
+    twin = dataclasses.replace(first, graph_seed=first.graph_seed + 1)
+    assert space.identity(twin) == space.identity(first) and space.weights(twin) == space.weights(first)
+    result = run_search(data, tmp_path / "r.db", 5, strategy="random", executor=SerialExecutor(), progress=False)
+    assert sorted(dict(c.genome.params)["n"] for c in result.candidates) == [6, 8]
+    assert result.trained_runs == 2
+
+
+@pytest.mark.parametrize("strategy", ["surrogate", "evolution-no-surrogate"])
+def test_a_larger_budget_extends_a_search_keeping_its_candidates(tmp_path: Path, strategy: str) -> None:
+    """Budget 5 with batch 3 cuts the second generation short; budget 8 afterwards trains
+    that generation's other candidate and the next one, and ends where a direct run ends."""
+    store = tmp_path / "e.db"
+    short = search(store, strategy, budget=5, explore=0.5)
+    longer = search(store, strategy, budget=8, explore=0.5)
+    direct = search(tmp_path / "d.db", strategy, budget=8, explore=0.5)
+    assert [c.genome for c in longer.candidates[:5]] == [c.genome for c in short.candidates]
+    assert [c.genome for c in longer.candidates] == [c.genome for c in direct.candidates]
+    assert longer.trained_runs == 3
 
 
 def test_losses_are_finite(surrogate_run) -> None:

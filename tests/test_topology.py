@@ -81,7 +81,6 @@ def test_budget_generators_are_seeded(name):
 
 def test_barabasi_albert_edges_keeps_the_attachment_graph_and_tops_it_up():
     # m = 4 gives 4 * 26 = 104 edges; 16 more by preferential attachment
-    assert G._attachment_count(30, 120) == 4
     graph = G.barabasi_albert_edges(30, 120, seed=1)
     assert graph.ecount() == 120 and graph.is_connected()
     assert max(graph.degree()) >= 12  # hubs, as a scale-free graph has (a 120-edge G(n, m) rarely tops 14)
@@ -350,6 +349,20 @@ def test_the_topology_command_writes_the_report(tmp_path):
     assert "Sweet spot" in report and (tmp_path / "out" / "plane_32_classify.png").is_file()
     priors = pd.read_csv(tmp_path / "out" / "priors_32_classify.csv")
     assert "dense_matched" not in set(priors["generator"])
+
+
+def test_a_cell_whose_prior_runs_all_failed_reads_n_a(tmp_path):
+    table = _table(noise=0.02)
+    failed = (table["cell"] == "lstm") & (table["generator"] != "dense_matched")
+    table.loc[failed, "status"], table.loc[failed, "test_acc"] = "failed", math.nan
+    table.to_csv(tmp_path / "runs.csv", index=False)
+    result = CliRunner().invoke(main, ["topology", str(tmp_path / "runs.csv"), "-o", str(tmp_path / "out"),
+                                       "--repeats", "1", "--folds", "3", "--bins", "3", "--model", "bayesian_ridge"])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| lstm | n/a (no finished prior runs) | n/a (no finished prior runs) |" in report
+    assert "| lstm | 8 | n/a [n/a, n/a] | n/a (no finished prior runs) |" in report
+    assert "| gru | 8 | 0.050 [0.050, 0.050] |" in report  # the other cell as before
 
 
 def test_the_topology_command_names_a_bad_store_in_one_line(tmp_path):

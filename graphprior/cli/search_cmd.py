@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -73,5 +74,14 @@ def search(spec_file: Path, budget: int, store: Path, strategy: str | None, seed
         paths = write_outputs(result, out, retrained)
     click.echo(f"{spec.name} ({result.strategy}, seed {result.seed}): {len(result.candidates)} candidates, "
                f"{result.trained_runs} runs trained now; best {spec.settings.metric} {best.score:.4f}"
-               + (f", re-trained {sum(retrained) / len(retrained):.4f}" if retrained else ""))
+               + (f", re-trained {_finished_mean(retrained)}" if retrained else ""))
     click.echo(f"best prior: {paths['graph']}; report: {paths['report']}")
+
+
+def _finished_mean(values: list[float]) -> str:
+    """The mean of the re-trained scores, as report.md gives it (failed seeds, NaN, left out
+    and counted)."""
+    finished = [v for v in values if not math.isnan(v)]
+    failed = len(values) - len(finished)
+    mean = f"{sum(finished) / len(finished):.4f}" if finished else "nan"
+    return mean + (f" ({failed} of {len(values)} seeds failed)" if failed else "")
