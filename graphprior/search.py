@@ -323,8 +323,9 @@ class SearchSpace:
         raise SearchError(f"search.max_weights: no valid candidate in {MAX_TRIES} draws from the search space")
 
     def check_budget(self) -> None:
-        """Raise SpecError naming ``search.max_weights`` when no candidate of ``MAX_TRIES``
-        seeded draws is valid within the budget (the smallest drawn is named)."""
+        """Raise SpecError when no candidate of ``MAX_TRIES`` seeded draws is valid: naming
+        ``search.max_weights`` (and the smallest drawn) when some could be built, else the
+        first reason none could (a generator's parameter, an orientation its graphs refuse)."""
         rng = np.random.default_rng(0)
         smallest, unbuildable = None, None
         for _ in range(MAX_TRIES):
