@@ -65,9 +65,10 @@ def paired(graphs: int) -> list[tuple[str, RunConfig, RunConfig]]:
             for run in base if run.cell in cells]
 
 
-def accuracies(store: str) -> pd.Series:
-    """Final test accuracy of a store's finished runs, keyed by graph draw, cell and seed
-    (what two sweeps differing only in a model option share)."""
+def accuracies(store: str) -> pd.DataFrame:
+    """Cell and final test accuracy of a store's finished runs, keyed by graph draw (the
+    fields ``RunConfig.draw_id`` hashes), cell and seed: what two sweeps differing only in a
+    model option or the data share."""
     keys, values = [], []
     with ResultsStore(store, readonly=True) as results:
         for record in results.records():

@@ -117,9 +117,10 @@ def _scope(frame: pd.DataFrame, budget: int, task: str, cell: str) -> pd.DataFra
 # --------------------------------------------------------------------------- intervals
 
 def seed_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean and Student-t confidence interval of per-seed values (``n`` of them; NaN bounds below two)."""
+    """Mean and Student-t confidence interval of per-seed values (``n``: the finite ones; NaN bounds below two)."""
     mean, half = t_interval(values, confidence)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+    return {"mean": mean, "low": mean - half, "high": mean + half,
+            "n": int(np.count_nonzero(~np.isnan(np.asarray(values, dtype=float))))}
 
 
 def _per_seed(rows: pd.DataFrame, target: str) -> pd.Series:

@@ -283,6 +283,8 @@ def test_seed_interval_is_the_student_t_interval():
     assert interval["mean"] == 2.0 and interval["n"] == 3
     assert interval["high"] - 2.0 == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
     assert math.isnan(seed_interval([1.0])["low"])
+    assert seed_interval([1.0, math.nan, 3.0]) == pytest.approx({"mean": 2.0, "low": 2.0 - 12.7062047,
+                                                                 "high": 2.0 + 12.7062047, "n": 2})
 
 
 def test_the_dense_comparison_pairs_seeds_and_finds_the_gap():
