@@ -33,7 +33,7 @@ from graphprior.executors import make_executor
 from graphprior.intervals import t_interval
 from graphprior.spec import RunConfig, expand, load_preset
 from graphprior.store import ResultsStore, read_table
-from graphprior.study import NEVER_LEARNED
+from graphprior.study import NEVER_LEARNED, comparable
 from graphprior.sweep import run_group, store_runs
 
 OPTIONS = {"row_repeated": {"gate_layout": "row_repeated"}, "padded_position": {"readout": "padded_position"}}
@@ -77,7 +77,9 @@ def accuracies(store: str) -> pd.DataFrame:
                 keys.append(json.dumps([config["generator"], config["params"], config["graph_seed"], config["cell"],
                                         config["seed"]], sort_keys=True))
                 values.append((config["cell"], record.metrics.get("test_acc")))
-    return pd.DataFrame(values, index=keys, columns=["cell", "acc"])
+    frame = pd.DataFrame(values, index=keys, columns=["cell", "acc"])
+    frame["acc"] = comparable(frame["acc"].to_numpy())
+    return frame
 
 
 def compare_stores(bug: str, correct: str) -> pd.DataFrame:

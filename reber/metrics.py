@@ -14,6 +14,8 @@ Computation 9 (1997), Sec. 5.1 (the success criterion of :func:`hs_success`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -53,18 +55,24 @@ def _hs_step(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return lowest_allowed > highest_other
 
 
+def _share(hits: torch.Tensor) -> float:
+    """Fraction of true entries of a bool tensor as the exact count ratio in float64 (NaN
+    when empty): 3089 of 6250 is 0.49424, where a float32 mean gives 0.49423998."""
+    return int(hits.sum()) / hits.numel() if hits.numel() else math.nan
+
+
 def _per_string(correct: torch.Tensor, scored: torch.Tensor) -> float:
     """Fraction of sequences with a scored step whose scored steps are all correct."""
     has_steps = scored.any(dim=1)
     all_ok = (correct | ~scored).all(dim=1)
-    return float(all_ok[has_steps].float().mean())
+    return _share(all_ok[has_steps])
 
 
 def symbol_accuracy(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
                     mask: torch.Tensor | None = None) -> float:
     """Fraction of scored steps whose most active output is an allowed next symbol."""
     scored = _scored_steps(logits, targets, lengths, mask)
-    return float(_top1_correct(logits, targets)[scored].float().mean())
+    return _share(_top1_correct(logits, targets)[scored])
 
 
 def string_accuracy(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
@@ -99,7 +107,7 @@ def binary_accuracy(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.
                     mask: torch.Tensor | None = None) -> float:
     """Fraction of strings classified right (valid when the logit is > 0)."""
     scores, labels = _binary(logits, targets)
-    return float(((scores > 0).float() == labels).float().mean())
+    return _share((scores > 0).float() == labels)
 
 
 def roc_auc(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -135,6 +143,6 @@ def stream_report(logits: torch.Tensor, targets: torch.Tensor, long_range: torch
         "solved": float(first == steps),
         "symbols_before_error": float(first),
         "strings_before_error": float(string_starts[1 : first + 1].sum()),  # strings completed before it
-        "symbol_accuracy": float(correct.float().mean()),
-        "long_range_accuracy": float(correct[long_range].float().mean()) if bool(long_range.any()) else float("nan"),
+        "symbol_accuracy": _share(correct),
+        "long_range_accuracy": _share(correct[long_range]),
     }

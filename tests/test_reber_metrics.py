@@ -25,7 +25,7 @@ LENGTHS = torch.tensor([3, 2])
 
 def test_symbol_and_string_accuracy_by_hand():
     # scored steps: seq 0 -> ok, ok, wrong; seq 1 -> ok, wrong  => 3 of 5
-    assert symbol_accuracy(LOGITS, TARGETS, LENGTHS) == pytest.approx(3 / 5)
+    assert symbol_accuracy(LOGITS, TARGETS, LENGTHS) == 3 / 5
     assert string_accuracy(LOGITS, TARGETS, LENGTHS) == 0.0
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     assert symbol_accuracy(LOGITS, TARGETS, LENGTHS, mask) == 1.0
@@ -60,7 +60,7 @@ def test_binary_metrics_agree_with_scikit_learn(seed, n):
     labels[:2] = [0, 1]
     scores = rng.normal(size=n) + labels
     logits, targets = torch.tensor(scores), torch.tensor(labels, dtype=torch.float32)
-    assert binary_accuracy(logits, targets) == pytest.approx(accuracy_score(labels, scores > 0))
+    assert binary_accuracy(logits, targets) == accuracy_score(labels, scores > 0)  # the exact ratio, not float32
     assert roc_auc(logits.unsqueeze(1), targets, torch.ones(n)) == pytest.approx(roc_auc_score(labels, scores))
 
 

@@ -23,6 +23,7 @@ from reber.tasks import (
     hard_negatives,
     load_classification_csv,
     next_symbol_data,
+    classification_strings,
     paper_negatives,
     read_csv,
     write_csv,
@@ -184,6 +185,25 @@ def test_next_symbol_data_follows_hochreiter_schmidhuber():
     assert train.targets[0, len(s) - 1 :].sum() == 0
     with pytest.raises(ValueError, match="valid strings"):
         encode_next_symbol(["BTE"], "reber")
+
+
+def _mean_length(strings, labels=None, label=1):
+    return np.mean([len(s) for i, s in enumerate(strings) if labels is None or labels[i] == label])
+
+
+@pytest.mark.parametrize("lengths", ["uniform", "study"])
+def test_the_classification_split_is_a_random_partition_of_lengths_and_kinds(lengths):
+    # distinct draws come out short strings first: a split in draw order gave the test
+    # split valid strings 1.6 (uniform) and 4.3 (study) symbols shorter than training's
+    (train, y_train), (test, y_test) = classification_strings(8000, "paper", seed=0, lengths=lengths)
+    for label in (1, 0):
+        assert abs(_mean_length(train, y_train, label) - _mean_length(test, y_test, label)) < 0.5
+
+
+def test_next_symbol_train_and_test_strings_are_a_random_partition():
+    # in draw order, the test strings (those the training set left) were 3.3 symbols longer
+    train, test = next_symbol_data(grammar="embedded", n_train=1000, n_test=1000, seed=0)
+    assert abs(_mean_length(train.strings) - _mean_length(test.strings)) < 0.5
 
 
 def test_continual_data_windows_and_long_range_marks():

@@ -299,6 +299,20 @@ def study_store(tmp_path):
     return tmp_path / "runs.db", tmp_path / "reference", ours
 
 
+def test_two_sample_sees_one_value_where_float32_and_float64_counts_agree():
+    from scipy import stats
+
+    from graphprior.study import two_sample
+
+    rng = np.random.default_rng(0)
+    counts = np.concatenate([np.full(70, 3089), rng.integers(5000, 6250, 130)])
+    theirs = counts / 6250
+    ours = (counts.astype(np.float32) / np.float32(6250)).astype(float)
+    assert not np.array_equal(ours, theirs)
+    assert stats.ks_2samp(ours, theirs).pvalue < 1e-6
+    assert two_sample(ours, theirs) == {"mannwhitney_p": 1.0, "ks_p": 1.0}
+
+
 def test_compare_study_measures_distributions_tests_and_both_protocols(study_store):
     from scipy import stats
 

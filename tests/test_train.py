@@ -213,6 +213,15 @@ def test_next_symbol_accuracy_ranks_allowed_above_disallowed():
                          torch.tensor([1, 1, 1])) == pytest.approx(2 / 3)
 
 
+def test_classify_accuracy_is_the_exact_count_ratio():
+    # 3089 right of 6250: the float32 mean is 0.49423998..., the ratio (and the study's) 0.49424
+    targets = torch.zeros(6250)
+    logits = torch.cat([-torch.ones(3089), torch.ones(6250 - 3089)])
+    accuracy = task_accuracy("classify", logits, targets, torch.ones(6250, dtype=torch.long))
+    assert accuracy == 0.49424
+    assert float(torch.tensor(3089.0) / 6250) != 0.49424
+
+
 @pytest.mark.parametrize("bucket", [False, True])
 def test_batches_cover_every_sequence_once(bucket):
     lengths = torch.tensor([5, 1, 3, 5, 2, 4, 1, 3, 2, 4, 5])
