@@ -9,10 +9,10 @@ import pytest
 from benchmarks.bench_study_data import (
     KINDS,
     accuracy_by_kind,
-    main,
     break_position,
     impossible_bigrams,
     kind,
+    main,
     one_wrong_symbol,
     possible_bigrams,
 )

@@ -15,6 +15,7 @@ from reber.grammar import EMBEDDED_REBER, REBER
 from reber.tasks import (
     LengthBucketSampler,
     classification_data,
+    classification_strings,
     classification_vocabulary,
     collate_trimmed,
     continual_data,
@@ -23,7 +24,6 @@ from reber.tasks import (
     hard_negatives,
     load_classification_csv,
     next_symbol_data,
-    classification_strings,
     paper_negatives,
     read_csv,
     write_csv,
